@@ -1,0 +1,3 @@
+from colortrack.cli import main
+
+raise SystemExit(main())

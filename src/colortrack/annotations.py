@@ -1,0 +1,88 @@
+"""Label files: DAVIS palette masks and binary masks.
+
+Object ids are uint8 maps: 0 = background, 1..N = objects. Masks are read from palette PNGs
+(the DAVIS format), from binary 0/255 PNGs (one object), and from grayscale id maps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from colortrack.errors import ColortrackError
+from colortrack.io_utils import atomic_path
+
+
+def _davis_palette() -> np.ndarray:
+    """The 256-entry DAVIS/PASCAL VOC palette (bit-interleaved colormap), as a (256, 3) array."""
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    for index in range(256):
+        c, r, g, b = index, 0, 0, 0
+        for shift in range(7, -1, -1):
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        palette[index] = (r, g, b)
+    return palette
+
+
+DAVIS_PALETTE: np.ndarray = _davis_palette()
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read an object-id map (H, W) uint8 from a palette, binary or grayscale PNG."""
+    path = Path(path)
+    if not path.is_file():
+        raise ColortrackError(f"{path}: mask file not found")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = image.mode
+            array = np.array(image)
+    except (OSError, ValueError) as error:
+        raise ColortrackError(f"{path}: cannot read mask image ({error})") from None
+    if mode == "P":
+        return array.astype(np.uint8)
+    if mode in ("1",):
+        return array.astype(np.uint8)
+    if mode in ("L", "I", "I;16"):
+        values = np.unique(array)
+        if set(values.tolist()) <= {0, 255}:
+            return (array == 255).astype(np.uint8)
+        if values.max() > 255:
+            raise ColortrackError(f"{path}: grayscale mask has ids above 255")
+        return array.astype(np.uint8)
+    if mode in ("RGB", "RGBA"):
+        rgb = array[..., :3].reshape(-1, 3)
+        colors, inverse = np.unique(rgb, axis=0, return_inverse=True)
+        lookup = {tuple(c): i for i, c in enumerate(DAVIS_PALETTE.tolist())}
+        ids = []
+        for color in colors.tolist():
+            if tuple(color) not in lookup:
+                raise ColortrackError(
+                    f"{path}: color {tuple(color)} is not in the DAVIS palette; "
+                    "save masks as palette PNGs or 0/255 binary PNGs"
+                )
+            ids.append(lookup[tuple(color)])
+        return np.array(ids, dtype=np.uint8)[inverse.reshape(-1)].reshape(array.shape[:2])
+    raise ColortrackError(f"{path}: unsupported mask image mode {mode}")
+
+
+def write_mask(path: str | Path, ids: np.ndarray) -> None:
+    """Write an id map as a DAVIS palette PNG, atomically."""
+    if ids.ndim != 2:
+        raise ValueError(f"mask must be 2-D, got shape {ids.shape}")
+    ids = np.ascontiguousarray(ids, dtype=np.uint8)
+    image = Image.frombytes("P", (ids.shape[1], ids.shape[0]), ids.tobytes())
+    image.putpalette(DAVIS_PALETTE.reshape(-1).tolist())
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def one_hot(ids: np.ndarray, num_objects: int | None = None) -> np.ndarray:
+    """(H, W) ids -> (K+1, H, W) float32 one-hot, channel 0 = background."""
+    k = int(ids.max()) if num_objects is None else num_objects
+    return (ids[None] == np.arange(k + 1, dtype=ids.dtype)[:, None, None]).astype(np.float32)

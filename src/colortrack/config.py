@@ -1,0 +1,163 @@
+"""Typed configuration: the model, its training recipe, and label propagation, with named presets.
+
+Library code takes these dataclasses, never an argparse namespace. `override` turns `key=value`
+strings into a new config and refuses unknown keys and values of the wrong type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from colortrack.errors import UsageError
+
+# One trunk stage: (channels, residual blocks, stride, dilation).
+Stage = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The encoder: a ResNet trunk at output stride 8, then a temporal 3D-conv head."""
+
+    stem_channels: int = 64
+    stages: tuple[Stage, ...] = ((64, 2, 1, 1), (128, 2, 2, 1), (256, 2, 1, 2), (512, 2, 1, 4))
+    head_channels: int = 256
+    head_dilations: tuple[int, ...] = (1, 2, 4, 8, 16)
+    temporal_kernel: int = 3  # 1 makes the head purely spatial: no mixing across frames
+    embed_dim: int = 64
+    num_colors: int = 16
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to learn by colorization: clips of `refs` color frames + 1 gray target."""
+
+    size: int = 256  # square crop side, in pixels
+    refs: int = 3
+    fps: float = 6.0  # clips are sampled at this frame rate
+    max_gap: int = 1  # extra random frame skip, in frames at `fps`
+    batch: int = 32
+    lr: float = 1e-3
+    lr_final: float = 1e-4
+    lr_drop_step: int = 60_000
+    steps: int = 400_000
+    temperature: float = 1.0
+    weight_decay: float = 0.0
+    scale: tuple[float, float] = (0.5, 1.0)  # random crop area fraction
+    cache_short_side: int = 0  # >0: decode each video once at this size and sample from memory
+    workers: int = 2
+    log_every: int = 10
+    checkpoint_every: int = 500
+    preview_every: int = 1000
+    seed: int = 0
+    kmeans_pixels: int = 200_000
+
+
+@dataclass(frozen=True)
+class PropagationConfig:
+    """Label propagation with the copy operator (the CRW / DINO protocol)."""
+
+    context: int = 20  # previous predicted frames kept besides the first frame
+    topk: int = 10
+    radius: float = 12.0  # in feature cells, for the recent frames; 0 = no restriction
+    temperature: float = 0.05
+    normalize: bool = True  # L2-normalise embeddings before the dot product
+
+
+@dataclass(frozen=True)
+class Preset:
+    model: ModelConfig
+    train: TrainConfig
+    propagation: PropagationConfig = field(default_factory=PropagationConfig)
+
+
+PRESETS: dict[str, Preset] = {
+    # Faithful to the paper: full ResNet-18, 256x256, 3 refs + 1 target, batch 32, 400k steps.
+    "paper": Preset(model=ModelConfig(), train=TrainConfig()),
+    # Small enough to train on 2 CPU cores in hours and to track 480p video at interactive speed.
+    "cpu": Preset(
+        model=ModelConfig(
+            stem_channels=32,
+            stages=((32, 1, 1, 1), (64, 1, 2, 1), (128, 1, 1, 2)),
+            head_channels=128,
+            head_dilations=(1, 2, 4),
+            temporal_kernel=3,
+            embed_dim=64,
+        ),
+        train=TrainConfig(
+            size=128,
+            batch=16,
+            lr=1e-3,
+            lr_final=1e-4,
+            lr_drop_step=20_000,
+            steps=30_000,
+            cache_short_side=160,
+            max_gap=2,
+            checkpoint_every=250,
+            preview_every=500,
+        ),
+    ),
+}
+
+C = TypeVar("C")
+
+
+def preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise UsageError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def _coerce(value: str, current: Any, key: str) -> Any:
+    """Parse `value` to the type of `current`, so `lr=abc` fails instead of becoming a string."""
+    try:
+        if isinstance(current, bool):
+            if value.lower() in ("1", "true", "yes"):
+                return True
+            if value.lower() in ("0", "false", "no"):
+                return False
+            raise ValueError(value)
+        if isinstance(current, int):
+            return int(value)
+        if isinstance(current, float):
+            return float(value)
+        if isinstance(current, tuple):
+            parts = [p for p in value.replace("(", "").replace(")", "").split(",") if p.strip()]
+            if current and isinstance(current[0], tuple):
+                raise ValueError("nested tuples cannot be overridden from the command line")
+            kind = type(current[0]) if current else float
+            return tuple(kind(p) for p in parts)
+        return value
+    except ValueError:
+        raise UsageError(f"bad value for {key}: {value!r} (expected {type(current).__name__})") from None
+
+
+def override(cfg: C, pairs: list[str]) -> C:
+    """Return `cfg` with `key=value` overrides applied; unknown keys and bad types raise."""
+    names = {f.name for f in dataclasses.fields(cfg)}  # type: ignore[arg-type]
+    changes: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in names:
+            raise UsageError(f"unknown setting {pair!r}; known: {', '.join(sorted(names))}")
+        changes[key] = _coerce(value.strip(), getattr(cfg, key), key)
+    return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(kind: type[C], data: dict[str, Any]) -> C:
+    """Rebuild a config from JSON, turning lists back into tuples and refusing unknown keys."""
+    names = {f.name for f in dataclasses.fields(kind)}  # type: ignore[arg-type]
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"unknown {kind.__name__} keys: {sorted(unknown)}")
+
+    def tup(v: Any) -> Any:
+        return tuple(tup(x) for x in v) if isinstance(v, list) else v
+
+    return kind(**{k: tup(v) for k, v in data.items()})

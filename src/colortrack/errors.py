@@ -1,0 +1,9 @@
+"""Errors a user can act on: the CLI prints their message on one line, without a traceback."""
+
+
+class ColortrackError(Exception):
+    """Bad data or a failed operation (exit code 1). The message names the file and the problem."""
+
+
+class UsageError(ColortrackError):
+    """Wrong usage of a command or API: a missing or conflicting option (exit code 2)."""

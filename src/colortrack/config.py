@@ -52,6 +52,9 @@ class TrainConfig:
     preview_every: int = 1000
     seed: int = 0
     kmeans_pixels: int = 200_000
+    holdout: tuple[str, ...] = ()  # video names (stem or file name) kept out for validation
+    val_clips: int = 64
+    val_every: int = 250
 
 
 @dataclass(frozen=True)
@@ -78,9 +81,9 @@ PRESETS: dict[str, Preset] = {
     # Small enough to train on 2 CPU cores in hours and to track 480p video at interactive speed.
     "cpu": Preset(
         model=ModelConfig(
-            stem_channels=32,
-            stages=((32, 1, 1, 1), (64, 1, 2, 1), (128, 1, 1, 2)),
-            head_channels=128,
+            stem_channels=24,
+            stages=((32, 1, 1, 1), (64, 1, 2, 1), (96, 1, 1, 2)),
+            head_channels=96,
             head_dilations=(1, 2, 4),
             temporal_kernel=3,
             embed_dim=64,
@@ -90,8 +93,8 @@ PRESETS: dict[str, Preset] = {
             batch=16,
             lr=1e-3,
             lr_final=1e-4,
-            lr_drop_step=20_000,
-            steps=30_000,
+            lr_drop_step=6_000,
+            steps=8_000,
             cache_short_side=160,
             max_gap=2,
             checkpoint_every=250,
@@ -126,11 +129,12 @@ def _coerce(value: str, current: Any, key: str) -> Any:
             parts = [p for p in value.replace("(", "").replace(")", "").split(",") if p.strip()]
             if current and isinstance(current[0], tuple):
                 raise ValueError("nested tuples cannot be overridden from the command line")
-            kind = type(current[0]) if current else float
+            kind = type(current[0]) if current else str
             return tuple(kind(p) for p in parts)
         return value
     except ValueError:
-        raise UsageError(f"bad value for {key}: {value!r} (expected {type(current).__name__})") from None
+        expected = type(current).__name__
+        raise UsageError(f"bad value for {key}: {value!r} (expected {expected})") from None
 
 
 def override(cfg: C, pairs: list[str]) -> C:

@@ -1,0 +1,311 @@
+"""The `colortrack` command line: parses arguments and calls the library, nothing more.
+
+Errors a user can fix print one line, `colortrack: error: <message>`, and exit 1 (bad data) or
+2 (wrong usage); `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from colortrack import __version__
+from colortrack.errors import ColortrackError, UsageError
+
+log = logging.getLogger("colortrack")
+METHODS = ("model", "identity", "flow")
+
+
+def _library(module: str, name: str) -> Callable[..., Any]:
+    """Import a library function when its command runs, so `--help` stays fast."""
+    try:
+        return getattr(importlib.import_module(f"colortrack.{module}"), name)
+    except ModuleNotFoundError as error:
+        if error.name != f"colortrack.{module}":
+            raise
+        raise ColortrackError(f"this installation has no colortrack.{module}") from None
+    except AttributeError:
+        raise ColortrackError(f"colortrack.{module} has no {name}() yet") from None
+
+
+def _sequences(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def _propagation(pairs: list[str] | None) -> Any:
+    if not pairs:
+        return None
+    from colortrack.config import PropagationConfig, override
+
+    return override(PropagationConfig(), pairs)
+
+
+def _write_json(path: str | None, data: dict[str, Any]) -> None:
+    if path:
+        from colortrack.io_utils import atomic_write_bytes
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
+        log.info("wrote %s", path)
+
+
+def _propagator(args: argparse.Namespace) -> Any:
+    from colortrack.tracking import make_propagator
+
+    return make_propagator(
+        args.method, model=args.model, propagation=_propagation(args.set), device=args.device
+    )
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from colortrack.tracking import Tracker, track_points_to_dir, track_to_dir
+
+    tracker = Tracker(_propagator(args))
+    progress = not args.quiet
+    if args.mask is not None:
+        summary = track_to_dir(
+            tracker, args.video, args.mask, args.out, overwrite=args.overwrite, progress=progress
+        )
+    else:
+        summary = track_points_to_dir(
+            tracker, args.video, args.points, args.out, overwrite=args.overwrite, progress=progress
+        )
+    rate = summary.frames / max(summary.seconds, 1e-9)
+    print(f"tracked {summary.frames} frames into {summary.out_dir} ({rate:.1f} frames/s)")
+    return 0
+
+
+def cmd_eval_davis(args: argparse.Namespace) -> int:
+    from colortrack.davis import evaluate_davis
+
+    report = evaluate_davis(args.root, args.predictions, sequences=_sequences(args.sequences))
+    print(report.format_table())
+    _write_json(args.json, report.to_json())
+    return 0
+
+
+def cmd_bench_davis(args: argparse.Namespace) -> int:
+    from colortrack.bench import bench_davis, davis_frame_counts, format_timing
+
+    report, seconds = bench_davis(
+        args.root,
+        args.out,
+        _propagator(args),
+        sequences=_sequences(args.sequences),
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    frames = davis_frame_counts(args.root, list(seconds))
+    print(report.format_table())
+    print(format_timing(seconds, frames))
+    data = report.to_json() | {"method": args.method, "seconds": seconds, "frames": frames}
+    _write_json(args.json, data)
+    return 0
+
+
+def cmd_bench_badja(args: argparse.Namespace) -> int:
+    from colortrack.bench import bench_badja, format_pck
+
+    results = bench_badja(
+        args.root,
+        args.davis_root,
+        args.out,
+        _propagator(args),
+        sequences=_sequences(args.sequences),
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(format_pck(results))
+    _write_json(args.json, results | {"method": args.method})
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    run = _library("train", "run")
+    out = run(
+        args.videos,
+        preset=args.preset,
+        out=args.out,
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        resume=args.resume,
+        overrides=args.set or [],
+        device=args.device,
+        progress=not args.quiet,
+    )
+    print(f"training run in {out}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    describe = _library("model", "describe")
+    print(describe(preset=args.preset, model_path=args.model))
+    return 0
+
+
+def cmd_colorize(args: argparse.Namespace) -> int:
+    colorize_video = _library("colorize", "colorize_video")
+    colorize_video(args.video, args.reference, args.out, model=args.model, device=args.device)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    embed_video = _library("colorize", "embed_video")
+    embed_video(args.video, args.out, model=args.model, device=args.device)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    run_demo = _library("demo", "run_demo")
+    print(run_demo(args.out, progress=not args.quiet))
+    return 0
+
+
+def _common(main: bool) -> argparse.ArgumentParser:
+    """--debug/--quiet accepted before or after the command (SUPPRESS keeps the main value)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    default = False if main else argparse.SUPPRESS
+    parser.add_argument(
+        "--debug", action="store_true", default=default, help="show tracebacks and debug logs"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=default, help="no progress bars or info"
+    )
+    return parser
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _add(sub: Any, name: str, func: Command | None, text: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, parents=[_common(False)], help=text, description=text)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _add_method(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--method", choices=METHODS, default="model", help="propagator (default: model)"
+    )
+    parser.add_argument("--model", help="checkpoint for --method model (default: the shipped one)")
+    parser.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="propagation override, e.g. topk=5"
+    )
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
+
+
+def _add_tracking(sub: Any) -> None:
+    p = _add(sub, "track", cmd_track, "propagate a first-frame mask or keypoints through a video")
+    p.add_argument("video", help="video file or folder of frames")
+    first = p.add_mutually_exclusive_group(required=True)
+    first.add_argument("--mask", help="first-frame mask (palette or 0/255 PNG)")
+    first.add_argument("--points", help="first-frame keypoints (JSON)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    _add_method(p)
+
+
+def _add_davis_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", required=True, help="DAVIS root (JPEGImages/, Annotations/)")
+    parser.add_argument("--sequences", metavar="A,B", help="only these sequences")
+    parser.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
+
+
+def _add_benchmarks(sub: Any) -> None:
+    evals = _add(sub, "eval", None, "score predictions").add_subparsers(
+        dest="benchmark", metavar="BENCHMARK", required=True
+    )
+    p = _add(evals, "davis", cmd_eval_davis, "DAVIS J&F of a folder of predicted masks")
+    p.add_argument("--predictions", required=True, metavar="DIR", help="DIR/<seq>/<frame>.png")
+    _add_davis_options(p)
+
+    benches = _add(sub, "bench", None, "track and score a benchmark").add_subparsers(
+        dest="benchmark", metavar="BENCHMARK", required=True
+    )
+    p = _add(benches, "davis", cmd_bench_davis, "track every DAVIS sequence, then score J&F")
+    p.add_argument("--out", required=True, metavar="DIR", help="where predictions go")
+    _add_davis_options(p)
+    _add_method(p)
+
+    p = _add(benches, "badja", cmd_bench_badja, "track BADJA joints on DAVIS frames, score PCK")
+    p.add_argument("--root", required=True, help="BADJA folder (joint_annotations/)")
+    p.add_argument("--davis-root", required=True, help="DAVIS root with the 480p frames")
+    p.add_argument("--out", required=True, metavar="DIR", help="where tracks go")
+    p.add_argument("--sequences", metavar="A,B", help="only these sequences")
+    p.add_argument("--json", required=True, metavar="FILE", help="write the scores as JSON")
+    _add_method(p)
+
+
+def _add_model_commands(sub: Any) -> None:
+    p = _add(sub, "train", cmd_train, "learn an embedding by colorizing unlabeled videos")
+    p.add_argument("videos", nargs="+", help="video files or folders of videos")
+    p.add_argument("--preset", default="cpu", help="model and recipe preset (default: cpu)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
+    p.add_argument("--steps", type=int, help="training steps (default: the preset's)")
+    p.add_argument("--batch", type=int, help="batch size (default: the preset's)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p = _add(sub, "info", cmd_info, "describe a preset or a trained model")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--preset", help="preset name")
+    which.add_argument("--model", help="checkpoint path")
+    p = _add(sub, "colorize", cmd_colorize, "colorize a video from one color reference frame")
+    p.add_argument("--reference", required=True, help="color image of the first frame")
+    q = _add(sub, "embed", cmd_embed, "show a video's learned embedding as colors")
+    for parser in (p, q):
+        parser.add_argument("video", help="video file or folder of frames")
+        parser.add_argument("--out", required=True, help="output MP4")
+        parser.add_argument("--model", help="checkpoint (default: the shipped one)")
+        parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p = _add(sub, "demo", cmd_demo, "track the bundled demo clip")
+    p.add_argument("--out", default="colortrack-demo", metavar="DIR", help="output folder")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="colortrack",
+        parents=[_common(True)],
+        description="Track objects and points in video with an embedding learned by colorizing.",
+    )
+    parser.add_argument("--version", action="version", version=f"colortrack {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_tracking(sub)
+    _add_benchmarks(sub)
+    _add_model_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("colortrack: interrupted", file=sys.stderr)
+        return 130
+    except (ColortrackError, OSError) as error:
+        if args.debug:
+            raise
+        print(f"colortrack: error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, UsageError) else 1

@@ -1,0 +1,77 @@
+"""Color: exact sRGB <-> CIE Lab (D65) in batched torch, and k-means quantization of the ab plane.
+
+The network sees only L; it learns by predicting which of K ab clusters each location has.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# sRGB (linear) -> XYZ, D65 white, as in IEC 61966-2-1.
+_RGB_TO_XYZ = torch.tensor(
+    [
+        [0.412453, 0.357580, 0.180423],
+        [0.212671, 0.715160, 0.072169],
+        [0.019334, 0.119193, 0.950227],
+    ],
+    dtype=torch.float64,
+)
+_XYZ_TO_RGB = torch.linalg.inv(_RGB_TO_XYZ)
+_WHITE_D65 = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
+_EPS = 6.0 / 29.0
+
+
+def _apply(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Multiply the channel axis (-3) of (..., 3, H, W) by a 3x3 matrix."""
+    return torch.einsum("ij,...jhw->...ihw", matrix.to(x), x)
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) sRGB in [0, 1] -> Lab with L in [0, 100] and a, b roughly in [-110, 110]."""
+    linear = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    xyz = _apply(_RGB_TO_XYZ, linear) / _WHITE_D65.to(rgb).view(3, 1, 1)
+    f = torch.where(xyz > _EPS**3, xyz.clamp_min(1e-12) ** (1 / 3), xyz / (3 * _EPS**2) + 4 / 29)
+    fx, fy, fz = f.unbind(-3)
+    return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=-3)
+
+
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """Inverse of `rgb_to_lab`; the result is clipped to [0, 1]."""
+    lightness, a, b = lab.unbind(-3)
+    fy = (lightness + 16) / 116
+    f = torch.stack([fy + a / 500, fy, fy - b / 200], dim=-3)
+    xyz = torch.where(f > _EPS, f**3, 3 * _EPS**2 * (f - 4 / 29)) * _WHITE_D65.to(lab).view(3, 1, 1)
+    linear = _apply(_XYZ_TO_RGB, xyz).clamp(0, 1)
+    rgb = torch.where(linear > 0.0031308, 1.055 * linear.clamp_min(1e-12) ** (1 / 2.4) - 0.055,
+                      12.92 * linear)
+    return rgb.clamp(0, 1)
+
+
+def kmeans(points: torch.Tensor, k: int, *, iterations: int = 50, seed: int = 0) -> torch.Tensor:
+    """Lloyd's k-means with k-means++ seeding on (N, C) points; returns (k, C) centroids."""
+    generator = torch.Generator().manual_seed(seed)
+    points = points.double()
+    first = torch.randint(len(points), (1,), generator=generator)
+    centroids = points[first]
+    for _ in range(1, k):
+        distance = torch.cdist(points, centroids).min(dim=1).values ** 2
+        pick = torch.multinomial(distance / distance.sum(), 1, generator=generator)
+        centroids = torch.cat([centroids, points[pick]])
+    for _ in range(iterations):
+        assignment = torch.cdist(points, centroids).argmin(dim=1)
+        sums = torch.zeros_like(centroids).index_add_(0, assignment, points)
+        counts = torch.bincount(assignment, minlength=k).unsqueeze(1)
+        moved = torch.where(counts > 0, sums / counts.clamp_min(1), centroids)
+        if torch.allclose(moved, centroids):
+            break
+        centroids = moved
+    # Sort by a, then b, so the class order does not depend on the seed's luck.
+    order = torch.argsort(centroids[:, 0] * 1000 + centroids[:, 1])
+    return centroids[order].float()
+
+
+def quantize(ab: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """(B, 2, H, W) ab values -> (B, H, W) index of the nearest centroid."""
+    flat = ab.permute(0, 2, 3, 1).reshape(-1, 2)
+    index = torch.cdist(flat.float(), centroids.to(flat.device).float()).argmin(dim=1)
+    return index.view(ab.shape[0], ab.shape[2], ab.shape[3])

@@ -1,0 +1,153 @@
+"""The encoder: gray frames -> 64-d embeddings at 1/8 resolution, and the colorization loss.
+
+A ResNet trunk (stride 8, later stages dilated instead of strided) embeds each frame; a temporal
+head of dilated (1x3x3) spatial and (kx1x1) temporal 3D convolutions mixes neighbouring frames.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from colortrack.config import ModelConfig
+from colortrack.propagation import copy_soft, dense_affinity
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, inp: int, out: int, stride: int, dilation: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inp, out, 3, stride, dilation, dilation, bias=False)
+        self.bn1 = nn.BatchNorm2d(out)
+        self.conv2 = nn.Conv2d(out, out, 3, 1, dilation, dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(out)
+        self.shortcut = nn.Identity()
+        if stride != 1 or inp != out:
+            self.shortcut = nn.Sequential(nn.Conv2d(inp, out, 1, stride, bias=False),
+                                          nn.BatchNorm2d(out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+class Trunk(nn.Module):
+    """ResNet-18-style 2D trunk; the stem divides by 4, the stages' strides by 2 more."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, cfg.stem_channels, 7, 2, 3, bias=False),
+            nn.BatchNorm2d(cfg.stem_channels),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, 1),
+        )
+        layers: list[nn.Module] = []
+        channels = cfg.stem_channels
+        for out, blocks, stride, dilation in cfg.stages:
+            for i in range(blocks):
+                layers.append(BasicBlock(channels, out, stride if i == 0 else 1, dilation))
+                channels = out
+        self.stages = nn.Sequential(*layers)
+        self.out_channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+
+class TemporalHead(nn.Module):
+    """Dilated residual blocks, each a (1x3x3) spatial and a (kx1x1) temporal convolution, then a
+    1x1 projection to the embedding. Works on (B, T, C, h, w).
+
+    The 3D convolutions are written as 2D ones (frames folded into the batch; the k-frame temporal
+    kernel as a 1x1 convolution over k stacked frames), which CPUs run several times faster. The
+    temporal kernel is causal (a frame sees itself and the k-1 before it), so a video can be
+    embedded frame by frame with a small cache: see `step`.
+    """
+
+    def __init__(self, inp: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        c, self.k = cfg.head_channels, cfg.temporal_kernel
+        self.inp = nn.Sequential(nn.Conv2d(inp, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(True))
+        self.spatial = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c, c, 3, padding=d, dilation=d, bias=False),
+                          nn.BatchNorm2d(c), nn.ReLU(True))
+            for d in cfg.head_dilations
+        )
+        self.temporal = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(self.k * c, c, 1, bias=False), nn.BatchNorm2d(c))
+            for _ in cfg.head_dilations
+        )
+        self.out = nn.Conv2d(c, cfg.embed_dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t = x.shape[:2]
+        x = self.inp(x.flatten(0, 1))
+        for spatial, temporal in zip(self.spatial, self.temporal):
+            y = spatial(x).view(b, t, *x.shape[1:])
+            y = F.pad(y, (0, 0, 0, 0, 0, 0, self.k - 1, 0))  # zero frames before the first
+            stacked = torch.cat([y[:, i:i + t] for i in range(self.k)], dim=2)  # (B, T, kC, h, w)
+            x = F.relu(x + temporal(stacked.flatten(0, 1)))
+        out = self.out(x)
+        return out.view(b, t, *out.shape[1:])
+
+    def step(self, x: torch.Tensor, cache: list[torch.Tensor] | None) -> tuple[torch.Tensor, list]:
+        """Embed one new frame (B, C, h, w) given the previous call's cache (None at t=0).
+
+        Gives exactly what `forward` gives for that frame on the whole video.
+        """
+        x = self.inp(x)
+        new_cache = []
+        for i, (spatial, temporal) in enumerate(zip(self.spatial, self.temporal)):
+            y = spatial(x)
+            past = cache[i] if cache is not None else y.new_zeros(
+                (y.shape[0], (self.k - 1) * y.shape[1], *y.shape[2:]))
+            window = torch.cat([past, y], dim=1)
+            new_cache.append(window[:, y.shape[1]:])
+            x = F.relu(x + temporal(window))
+        return self.out(x), new_cache
+
+
+class Encoder(nn.Module):
+    """(B, T, 1, H, W) L channel in [0, 100] -> (B, T, D, H/8, W/8) embeddings."""
+
+    stride = 8
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.trunk = Trunk(cfg)
+        self.head = TemporalHead(self.trunk.out_channels, cfg)
+
+    def features(self, lightness: torch.Tensor) -> torch.Tensor:
+        """Per-frame trunk features: (N, 1, H, W) -> (N, C, H/8, W/8)."""
+        return self.trunk(lightness / 50.0 - 1.0)
+
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        """Temporal head over trunk features: (B, T, C, h, w) -> (B, T, D, h, w)."""
+        return self.head(features)
+
+    def forward(self, lightness: torch.Tensor) -> torch.Tensor:
+        b, t = lightness.shape[:2]
+        feats = self.features(lightness.flatten(0, 1))
+        return self.embed(feats.view(b, t, *feats.shape[1:]))
+
+
+def colorization_loss(
+    embeddings: torch.Tensor, colors: torch.Tensor, num_colors: int, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Predict the last frame's color classes by copying from the earlier frames' colors.
+
+    embeddings: (B, T, D, h, w); colors: (B, T, h, w) class indices. Returns the cross-entropy,
+    the color accuracy and the predicted class distribution (B, K, h, w) of the target frame.
+    """
+    b, t, d, h, w = embeddings.shape
+    refs = embeddings[:, :-1].permute(0, 1, 3, 4, 2).reshape(b, (t - 1) * h * w, d)
+    target = embeddings[:, -1].permute(0, 2, 3, 1).reshape(b, h * w, d)
+    ref_colors = F.one_hot(colors[:, :-1].reshape(b, -1), num_colors).float()
+    scores = dense_affinity(target, refs) / temperature
+    probs = copy_soft(scores, ref_colors)  # (B, h*w, K)
+    truth = colors[:, -1].reshape(b, h * w)
+    loss = F.nll_loss(torch.log(probs.clamp_min(1e-8)).transpose(1, 2), truth)
+    accuracy = (probs.argmax(-1) == truth).float().mean()
+    return loss, accuracy, probs.transpose(1, 2).reshape(b, num_colors, h, w)

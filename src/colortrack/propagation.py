@@ -1,0 +1,134 @@
+"""The copy operator: the one piece shared by training and tracking.
+
+Training copies *colors* from reference frames to a gray target; tracking copies *labels* (masks,
+keypoint heatmaps) from the first frame and recent predictions to the next frame. Both are
+    y_j = sum_i softmax_i(s_ij) v_i,   s_ij = f_i . f_j / T,
+optionally restricted to each target location's top-k references and to a local radius.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+_FAR = -1e9  # score of a reference that is out of reach (finite, so softmax never sees all -inf)
+
+
+def dense_affinity(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """(G, Nq, D) x (G or 1, Nk, D) -> (G, Nq, Nk) dot products."""
+    return torch.matmul(query, keys.transpose(-1, -2))
+
+
+def copy_soft(scores: torch.Tensor, values: torch.Tensor, topk: int | None = None) -> torch.Tensor:
+    """Copy values through softmax(scores): scores (G, Nq, Nk), values (G|1, Nk, C) -> (G, Nq, C).
+
+    With `topk`, each query keeps only its k best references (softmax over those k), as in CRW.
+    """
+    if topk is None or topk >= scores.shape[-1]:
+        return torch.matmul(torch.softmax(scores, dim=-1), values)
+    top, index = scores.topk(topk, dim=-1)  # (G, Nq, k)
+    weights = torch.softmax(top, dim=-1)
+    g, nk, c = scores.shape[0], values.shape[1], values.shape[2]
+    if values.shape[0] == 1:
+        picked = values[0][index]  # (G, Nq, k, C)
+    else:
+        offsets = torch.arange(g, device=index.device).view(g, 1, 1) * nk
+        picked = values.reshape(g * nk, c)[index + offsets]
+    return torch.einsum("gqk,gqkc->gqc", weights, picked)
+
+
+# --- Local windows for tracking -------------------------------------------------------------
+# Queries are cut into square tiles of `tile` x `tile` cells; each tile attends to the window of
+# (tile + 2r)^2 cells around it in every context frame, so cost grows with r^2, not with h*w.
+
+
+def tile_queries(x: torch.Tensor, tile: int) -> torch.Tensor:
+    """(C, h, w) -> (G, tile*tile, C): non-overlapping tiles (zero padded to whole tiles)."""
+    c, h, w = x.shape
+    x = F.pad(x, (0, -w % tile, 0, -h % tile))
+    cols = F.unfold(x.unsqueeze(0), tile, stride=tile)  # (1, C*t*t, G)
+    return cols.view(c, tile * tile, -1).permute(2, 1, 0)
+
+
+def untile(tiles: torch.Tensor, tile: int, h: int, w: int) -> torch.Tensor:
+    """Inverse of `tile_queries`: (G, tile*tile, C) -> (C, h, w)."""
+    ph, pw = h + (-h % tile), w + (-w % tile)
+    c = tiles.shape[-1]
+    cols = tiles.permute(2, 1, 0).reshape(1, c * tile * tile, -1)
+    return F.fold(cols, (ph, pw), tile, stride=tile)[0, :, :h, :w]
+
+
+def window_keys(x: torch.Tensor, tile: int, radius: int) -> torch.Tensor:
+    """(C, h, w) -> (G, (tile+2r)^2, C): the neighbourhood window of every query tile."""
+    c, h, w = x.shape
+    x = F.pad(x, (radius, radius + (-w % tile), radius, radius + (-h % tile)))
+    size = tile + 2 * radius
+    cols = F.unfold(x.unsqueeze(0), size, stride=tile)
+    return cols.view(c, size * size, -1).permute(2, 1, 0)
+
+
+@functools.lru_cache(maxsize=16)
+def window_mask(h: int, w: int, tile: int, radius: float) -> torch.Tensor:
+    """(G, tile*tile, (tile+2r)^2) bool: key inside the image and closer than `radius` cells."""
+    r = int(radius)
+    size = tile + 2 * r
+    ty, tx = torch.meshgrid(torch.arange(0, h + (-h % tile), tile),
+                            torch.arange(0, w + (-w % tile), tile), indexing="ij")
+    qy, qx = torch.meshgrid(torch.arange(tile), torch.arange(tile), indexing="ij")
+    ky, kx = torch.meshgrid(torch.arange(size) - r, torch.arange(size) - r, indexing="ij")
+    qy, qx, ky, kx = qy.reshape(-1, 1), qx.reshape(-1, 1), ky.reshape(1, -1), kx.reshape(1, -1)
+    near = ((ky - qy) ** 2 + (kx - qx) ** 2).float() < radius**2  # (t*t, size*size)
+    abs_y = ty.reshape(-1, 1, 1) + ky.unsqueeze(0)  # (G, 1, size*size)
+    abs_x = tx.reshape(-1, 1, 1) + kx.unsqueeze(0)
+    inside = (abs_y >= 0) & (abs_y < h) & (abs_x >= 0) & (abs_x < w)
+    return near.unsqueeze(0) & inside
+
+
+def propagate(
+    query: torch.Tensor,
+    memory: list[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    temperature: float,
+    topk: int | None,
+    radius: float,
+    global_first: bool = True,
+    tile: int = 8,
+    chunk: int = 32,
+) -> torch.Tensor:
+    """Labels of one frame by copying from context frames.
+
+    query: (D, h, w) features of the new frame; memory: [(features (D, h, w), labels (C, h, w))],
+    the first frame first. Recent frames are searched within `radius` cells; the first frame
+    everywhere when `global_first` (CRW), else within the radius too (DINO). radius <= 0 searches
+    every frame everywhere. Returns (C, h, w) soft labels.
+    """
+    d, h, w = query.shape
+    if radius <= 0:
+        keys = torch.cat([f.flatten(1) for f, _ in memory], dim=1).T.unsqueeze(0)
+        values = torch.cat([v.flatten(1) for _, v in memory], dim=1).T.unsqueeze(0)
+        q = query.flatten(1).T.unsqueeze(0)
+        out = torch.cat([copy_soft(dense_affinity(qc, keys) / temperature, values, topk)
+                         for qc in q.split(4096, dim=1)], dim=1)
+        return out[0].T.reshape(-1, h, w)
+    r = int(radius)
+    queries = tile_queries(query, tile)
+    mask = window_mask(h, w, tile, float(radius)).to(query.device)
+    local = memory[1:] if global_first else memory
+    keys = torch.cat([window_keys(f, tile, r) for f, _ in local], dim=1)
+    values = torch.cat([window_keys(v, tile, r) for _, v in local], dim=1)
+    mask = mask.repeat(1, 1, len(local))
+    if global_first:
+        first_feat, first_labels = memory[0]
+        first_keys = first_feat.flatten(1).T.unsqueeze(0)
+        first_values = first_labels.flatten(1).T.unsqueeze(0)
+    outputs = []
+    for g0 in range(0, queries.shape[0], chunk):
+        q, k, v = queries[g0:g0 + chunk], keys[g0:g0 + chunk], values[g0:g0 + chunk]
+        scores = dense_affinity(q, k).masked_fill_(~mask[g0:g0 + chunk], _FAR)
+        if global_first:
+            scores = torch.cat([dense_affinity(q, first_keys), scores], dim=-1)
+            v = torch.cat([first_values.expand(len(q), -1, -1), v], dim=1)
+        outputs.append(copy_soft(scores / temperature, v, topk))
+    return untile(torch.cat(outputs), tile, h, w)

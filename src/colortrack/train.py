@@ -1,0 +1,355 @@
+"""Learn to track by colorizing: the training loop, from one CPU to many GPUs (torchrun).
+
+A run folder holds metrics.csv, previews/, model.safetensors (the latest weights, ready for
+`colortrack track --model`) and ckpt-<step>/ folders (weights, optimizer, state.json) written
+whole-or-nothing; `latest` names the newest complete one, which --resume continues exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from colortrack.checkpoint import load_model, save_model
+from colortrack.clips import ClipDataset, find_videos
+from colortrack.color import kmeans, lab_to_rgb, quantize, rgb_to_lab
+from colortrack.config import ModelConfig, TrainConfig, from_dict, override, preset, to_dict
+from colortrack.errors import ColortrackError, UsageError
+from colortrack.io_utils import atomic_path, atomic_write_bytes
+from colortrack.model import Encoder, colorization_loss
+
+log = logging.getLogger(__name__)
+KEEP_CHECKPOINTS = 2
+
+
+def to_lab_batch(clips: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (B, T, 3, S, S) -> L (B, T, 1, S, S) and color classes (B, T, S/8, S/8)."""
+    b, t = clips.shape[:2]
+    lab = rgb_to_lab(clips.flatten(0, 1).float() / 255)
+    ab = F.avg_pool2d(lab[:, 1:], Encoder.stride)
+    classes = quantize(ab, centroids).view(b, t, *ab.shape[-2:])
+    return lab[:, :1].view(b, t, 1, *lab.shape[-2:]), classes
+
+
+def sample_ab(dataset: ClipDataset, count: int, seed: int) -> torch.Tensor:
+    """(count, 2) ab values at feature resolution from clips far beyond any training index."""
+    pixels, index, total = [], 0, 0
+    per_clip = max(64, count // 400)
+    generator = torch.Generator().manual_seed(seed)
+    while total < count:
+        clip = dataset[10**9 + index]
+        index += 1
+        ab = F.avg_pool2d(rgb_to_lab(clip.float() / 255)[:, 1:], Encoder.stride)
+        flat = ab.permute(0, 2, 3, 1).reshape(-1, 2)
+        pixels.append(flat[torch.randperm(len(flat), generator=generator)[:per_clip]])
+        total += len(pixels[-1])
+    return torch.cat(pixels)
+
+
+def color_prior(ab: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """The marginal distribution of color classes: the baseline that ignores the frames."""
+    counts = torch.bincount(quantize(ab.T[None, :, :, None], centroids).flatten(),
+                            minlength=len(centroids)).double()
+    return (counts + 1) / (counts.sum() + len(centroids))
+
+
+@torch.no_grad()
+def validate(encoder: Encoder, clips: torch.Tensor, centroids: torch.Tensor,
+             prior: torch.Tensor, temperature: float) -> dict[str, float]:
+    """Held-out colorization loss and accuracy, next to the color prior's loss and accuracy."""
+    was_training = encoder.training
+    encoder.eval()
+    losses, accuracies, prior_losses, prior_accuracies = [], [], [], []
+    for chunk in clips.split(16):
+        lightness, classes = to_lab_batch(chunk.to(centroids.device), centroids)
+        loss, accuracy, _ = colorization_loss(encoder(lightness).float(), classes,
+                                              len(centroids), temperature)
+        truth = classes[:, -1].flatten()
+        losses.append(loss.item())
+        accuracies.append(accuracy.item())
+        prior_losses.append(-torch.log(prior.to(truth.device)[truth]).mean().item())
+        prior_accuracies.append((truth == prior.argmax()).float().mean().item())
+    encoder.train(was_training)
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    return {"val_loss": mean(losses), "val_accuracy": mean(accuracies),
+            "prior_loss": mean(prior_losses), "prior_accuracy": mean(prior_accuracies)}
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    return cfg.lr if step < cfg.lr_drop_step else cfg.lr_final
+
+
+def save_preview(path: Path, lightness: torch.Tensor, probs: torch.Tensor,
+                 classes: torch.Tensor, centroids: torch.Tensor) -> None:
+    """gray target | predicted colors | true colors (ab of the class centers on the true L)."""
+    size = lightness.shape[-1]
+
+    def render(ab: torch.Tensor) -> np.ndarray:
+        ab = F.interpolate(ab[None], size=(size, size), mode="nearest")[0]
+        rgb = lab_to_rgb(torch.cat([lightness, ab])[None])[0]
+        return (rgb.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+
+    expected_ab = torch.einsum("khw,kc->chw", probs, centroids)
+    true_ab = centroids[classes].permute(2, 0, 1)
+    gray = render(torch.zeros(2, *classes.shape))
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.concatenate([gray, render(expected_ab), render(true_ab)], 1)).save(
+            tmp, format="PNG")
+
+
+class Checkpoints:
+    """ckpt-<step>/ folders written under a temporary name, then renamed; `latest` points."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def latest(self) -> Path | None:
+        pointer = self.out / "latest"
+        if not pointer.is_file():
+            return None
+        folder = self.out / pointer.read_text().strip()
+        if not (folder / "state.json").is_file():
+            raise ColortrackError(f"{folder}: checkpoint named by {pointer} is incomplete")
+        return folder
+
+    def save(self, encoder: Encoder, centroids: torch.Tensor, optimizer: torch.optim.Optimizer,
+             state: dict) -> None:
+        name = f"ckpt-{state['step']:08d}"
+        tmp = self.out / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_model(tmp / "model.safetensors", encoder, centroids, step=state["step"])
+        opt = optimizer.state_dict()
+        tensors = {f"{i}.{k}": v.contiguous() for i, s in opt["state"].items()
+                   for k, v in s.items() if torch.is_tensor(v)}
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        shutil.rmtree(self.out / name, ignore_errors=True)
+        os.replace(tmp, self.out / name)
+        atomic_write_bytes(self.out / "latest", name.encode())
+        shutil.copyfile(self.out / name / "model.safetensors", self.out / ".model.tmp")
+        os.replace(self.out / ".model.tmp", self.out / "model.safetensors")
+        for old in sorted(self.out.glob("ckpt-*"))[:-KEEP_CHECKPOINTS]:
+            shutil.rmtree(old)
+
+    @staticmethod
+    def load_optimizer(folder: Path, optimizer: torch.optim.Optimizer) -> None:
+        tensors = load_file(str(folder / "optimizer.safetensors"))
+        opt = optimizer.state_dict()
+        for key, value in tensors.items():
+            index, name = key.split(".", 1)
+            opt["state"].setdefault(int(index), {})[name] = value
+        optimizer.load_state_dict(opt)
+
+
+class MetricsLog:
+    """metrics.csv, one row per logged step; on resume, rows past the checkpoint are dropped."""
+
+    columns = ["step", "loss", "accuracy", "lr", "clips_per_s", "elapsed_s",
+               "val_loss", "val_accuracy", "prior_loss", "prior_accuracy"]
+
+    def __init__(self, path: Path, resume_step: int) -> None:
+        rows = []
+        if path.is_file() and resume_step > 0:
+            with path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        self.path = path
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, self.columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def write(self, row: dict) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, self.columns).writerow(row)
+
+
+def _setup_distributed(device: str) -> tuple[int, int, torch.device]:
+    """Rank, world size and device; torchrun sets WORLD_SIZE/RANK/LOCAL_RANK."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, torch.device(device)
+    use_cuda = device.startswith("cuda") and torch.cuda.is_available()
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    rank = dist.get_rank()
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def resolve_configs(preset_name: str, resume_state: dict | None, steps: int | None,
+                    batch: int | None, lr: float | None, overrides: list[str]
+                    ) -> tuple[ModelConfig, TrainConfig]:
+    """The preset (or the resumed run's saved configs) with command-line changes applied."""
+    if resume_state is not None:
+        model_cfg = from_dict(ModelConfig, resume_state["model_config"])
+        cfg = from_dict(TrainConfig, resume_state["train_config"])
+    else:
+        chosen = preset(preset_name)
+        model_cfg, cfg = chosen.model, chosen.train
+    cfg = override(cfg, overrides)
+    direct = {"steps": steps, "batch": batch, "lr": lr}
+    return model_cfg, override(cfg, [f"{k}={v}" for k, v in direct.items() if v is not None])
+
+
+def run(videos: list[str | Path], *, preset: str = "cpu", out: str | Path, steps: int | None = None,
+        batch: int | None = None, lr: float | None = None, resume: bool = False,
+        overrides: list[str] | None = None, device: str = "cpu", progress: bool = True) -> Path:
+    """Train an encoder by colorization on `videos`; returns the run folder."""
+    out = Path(out)
+    checkpoints = Checkpoints(out)
+    latest = checkpoints.latest() if out.is_dir() else None
+    if latest is not None and not resume:
+        raise UsageError(f"{out} already holds a training run; pass --resume to continue it "
+                         "or choose another --out")
+    state = json.loads((latest / "state.json").read_text()) if latest and resume else None
+    model_cfg, cfg = resolve_configs(preset, state, steps, batch, lr, overrides or [])
+    rank, world, dev = _setup_distributed(device)
+    if cfg.batch % world:
+        raise UsageError(f"--batch {cfg.batch} must be divisible by the {world} processes")
+    torch.manual_seed(cfg.seed + rank)
+    start = state["step"] if state else 0
+    per_rank = cfg.batch // world
+    found = find_videos(videos)
+    held = [v for v in found if v.stem in cfg.holdout or v.name in cfg.holdout]
+    dataset = ClipDataset([v for v in found if v not in held], cfg, length=0)
+    val_clips = None
+    if held:
+        val_set = ClipDataset(held, cfg, length=cfg.val_clips)
+        val_clips = torch.stack([val_set[i] for i in range(cfg.val_clips)])
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "previews").mkdir(exist_ok=True)
+
+    if latest is not None and state is not None:
+        encoder, centroids, _ = load_model(latest / "model.safetensors")
+        encoder.train()
+    else:
+        centroids = kmeans(sample_ab(dataset, cfg.kmeans_pixels, cfg.seed), model_cfg.num_colors,
+                           seed=cfg.seed)
+        encoder = Encoder(model_cfg)
+    prior = color_prior(sample_ab(dataset, cfg.kmeans_pixels, cfg.seed + 1), centroids)
+    encoder.to(dev)
+    centroids = centroids.to(dev)
+    model: torch.nn.Module = encoder
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            encoder, device_ids=[dev.index] if dev.type == "cuda" else None)
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=learning_rate(cfg, start),
+                                 weight_decay=cfg.weight_decay)
+    if latest is not None and state is not None:
+        Checkpoints.load_optimizer(latest, optimizer)
+
+    # Sample index of rank r at step s, item j: (s * world + r) * per_rank + j.
+    dataset.length = 10**9
+    sampler = _RankSampler(start, cfg.steps, world, rank, per_rank)
+    loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=cfg.workers,
+                        persistent_workers=cfg.workers > 0, pin_memory=dev.type == "cuda")
+    metrics = MetricsLog(out / "metrics.csv", start) if rank == 0 else None
+
+    stop = {"signal": None}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop["signal"] = signum
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    state_doc = {"model_config": to_dict(model_cfg), "train_config": to_dict(cfg),
+                 "preset": state["preset"] if state else preset, "world": world}
+
+    def checkpoint(step: int) -> None:
+        if rank == 0:
+            checkpoints.save(encoder, centroids, optimizer, {**state_doc, "step": step})
+
+    bar = tqdm(total=cfg.steps, initial=start, disable=not progress or rank != 0,
+               dynamic_ncols=True, unit="step")
+    amp = dev.type == "cuda"
+    step, tick, clips_seen, t0 = start, time.perf_counter(), 0, time.perf_counter()
+    try:
+        for clips in loader:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(cfg, step)
+            clips = clips.to(dev, non_blocking=True)
+            lightness, classes = to_lab_batch(clips, centroids)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                embeddings = model(lightness)
+            loss, accuracy, probs = colorization_loss(embeddings.float(), classes,
+                                                      model_cfg.num_colors, cfg.temperature)
+            if not math.isfinite(loss.item()):
+                raise ColortrackError(
+                    f"loss became {loss.item()} at step {step + 1}; stopped. The last good "
+                    f"checkpoint is kept in {out} (try a lower --lr, then --resume)")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            clips_seen += len(clips) * world
+            bar.update(1)
+            if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+                now = time.perf_counter()
+                rate = clips_seen / (now - tick)
+                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy.item():.3f}",
+                                clips_s=f"{rate:.1f}")
+                row = {"step": step, "loss": f"{loss.item():.5f}",
+                       "accuracy": f"{accuracy.item():.5f}", "lr": learning_rate(cfg, step - 1),
+                       "clips_per_s": f"{rate:.2f}", "elapsed_s": f"{now - t0:.1f}"}
+                if val_clips is not None and (step % cfg.val_every == 0 or step == cfg.steps):
+                    row |= {k: f"{v:.5f}" for k, v in validate(
+                        encoder, val_clips, centroids, prior, cfg.temperature).items()}
+                metrics.write(row)
+                tick, clips_seen = time.perf_counter(), 0
+            if rank == 0 and step % cfg.preview_every == 0:
+                save_preview(out / "previews" / f"{step:08d}.png", lightness[0, -1].float().cpu(),
+                             probs[0].detach().float().cpu(), classes[0, -1].cpu(), centroids.cpu())
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                checkpoint(step)
+            if stop["signal"] is not None:
+                if step % cfg.checkpoint_every:
+                    checkpoint(step)
+                log.warning("stopped by signal %s at step %d; resume with --resume",
+                            stop["signal"], step)
+                break
+    finally:
+        bar.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if world > 1:
+            with contextlib.suppress(Exception):
+                dist.destroy_process_group()
+    if stop["signal"] is not None:
+        raise KeyboardInterrupt
+    return out
+
+
+class _RankSampler(Sampler[int]):
+    """This rank's sample indices for steps [start, steps), in order."""
+
+    def __init__(self, start: int, steps: int, world: int, rank: int, per_rank: int) -> None:
+        self.start, self.steps, self.world, self.rank, self.per_rank = (
+            start, steps, world, rank, per_rank)
+
+    def __iter__(self):
+        for step in range(self.start, self.steps):
+            base = (step * self.world + self.rank) * self.per_rank
+            yield from range(base, base + self.per_rank)
+
+    def __len__(self) -> int:
+        return (self.steps - self.start) * self.per_rank

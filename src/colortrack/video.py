@@ -1,0 +1,408 @@
+"""Streaming video I/O through PyAV: video files or folders of frames in, H.264 MP4 out.
+
+Frames are (H, W, 3) uint8 RGB arrays decoded one at a time. Any failure to read is a
+ColortrackError naming the file and the problem. FFmpeg conceals the damage it can (a truncated
+file just ends early; a container's frame count may overstate what decodes); a decode error it
+cannot conceal stops reading with a ColortrackError naming the file and the frame index, however
+many frames came before, as silently skipped frames would skew training clips and evaluation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+from PIL import Image
+
+from colortrack.errors import ColortrackError, UsageError
+from colortrack.io_utils import atomic_path
+
+VIDEO_EXTENSIONS: frozenset[str] = frozenset(
+    ".mp4 .avi .mkv .mov .mpg .mpeg .webm .m4v .wmv .flv .ts .mts .m2ts .3gp .ogv .y4m".split()
+)
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png"})
+
+_AV_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError)
+_INTER = {True: cv2.INTER_AREA, False: cv2.INTER_LINEAR}
+Timed = tuple[Fraction, av.VideoFrame]
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a reader yields: frame size after resizing, rate and count after resampling."""
+
+    path: Path
+    width: int
+    height: int
+    fps: float | None
+    num_frames: int | None
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key putting 'f2' before 'f10' (digit runs compare as numbers)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def _shown(path: Path) -> bool:
+    """Whether a path's own name is not hidden (dot names include unfinished atomic writes)."""
+    return not path.name.startswith(".")
+
+
+def _reason(error: Exception) -> str:
+    """FFmpeg's reason without the errno and file name PyAV adds (the caller names the file)."""
+    return getattr(error, "strerror", None) or str(error)
+
+
+def _frame_files(folder: Path) -> list[Path]:
+    """Image files of a folder in natural order; dot files (unfinished writes) are skipped."""
+    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and _shown(p)]
+    return sorted((p for p in files if p.is_file()), key=lambda p: natural_key(p.name))
+
+
+def _read_image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError) as error:
+        raise ColortrackError(f"{path}: cannot read image ({_reason(error)})") from None
+
+
+def _output_size(width: int, height: int, size: Any, short_side: int | None) -> tuple[int, int]:
+    if size is not None:
+        return int(size[0]), int(size[1])
+    if short_side is not None:
+        scale = short_side / min(width, height)
+        return max(1, round(width * scale)), max(1, round(height * scale))
+    return width, height
+
+
+def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    if image.shape[:2] == (height, width):
+        return image
+    shrink = width * height < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (width, height), interpolation=_INTER[shrink])
+
+
+def _exact(value: float) -> Fraction:
+    """A frame rate as a small fraction, so 29.97 and 30000/1001 keep exact frame times."""
+    return Fraction(value).limit_denominator(1001)
+
+
+def _open_container(path: Path) -> Any:
+    if not path.is_file():
+        raise ColortrackError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except _AV_ERRORS as error:
+        raise ColortrackError(f"{path}: not a readable video ({_reason(error)})") from None
+    if not container.streams.video:
+        container.close()
+        raise ColortrackError(f"{path}: no video stream")
+    container.streams.video[0].thread_type = "AUTO"
+    return container
+
+
+def _period(stream: Any) -> Fraction:
+    """Source frame period in seconds (1/25 when the container gives no rate)."""
+    rate = stream.average_rate or stream.guessed_rate
+    return 1 / Fraction(rate) if rate else Fraction(1, 25)
+
+
+def _decoded(path: Path, container: Any) -> Iterator[Timed]:
+    """Yield (timestamp in seconds, frame) in presentation order; errors become ColortrackError."""
+    stream = container.streams.video[0]
+    period, index = _period(stream), 0
+    try:
+        for frame in container.decode(stream):
+            known = frame.pts is not None and frame.time_base is not None
+            yield (frame.pts * Fraction(frame.time_base) if known else index * period), frame
+            index += 1
+    except _AV_ERRORS as error:
+        raise ColortrackError(f"{path}: decode error at frame {index} ({_reason(error)})") from None
+
+
+def _nearest(
+    frames: Iterator[Timed], start: Fraction | None, step: Fraction, period: Fraction, unique: bool
+) -> Iterator[av.VideoFrame]:
+    """For times start, start + step, ...: the frame nearest each (ties go to the earlier one).
+
+    `start` None means the first frame's time. With `unique` no frame is yielded twice, so a
+    step shorter than the source period keeps the source rate instead of upsampling. The last
+    frame still serves times up to one source `period` after it.
+    """
+    target, previous, emitted = start, None, None
+    for ts, frame in frames:
+        target = ts if target is None else target
+        while ts >= target:
+            pick = previous if previous and target - previous[0] <= ts - target else (ts, frame)
+            if not (unique and pick[0] == emitted):
+                emitted = pick[0]
+                yield pick[1]
+            target += step
+        previous = (ts, frame)
+    while previous and target is not None and target < previous[0] + period:
+        if not (unique and previous[0] == emitted):
+            emitted = previous[0]
+            yield previous[1]
+        target += step
+
+
+class VideoReader:
+    """Iterate the frames of a video file or a folder of frames, resized and resampled.
+
+    `size` (width, height) or `short_side` (aspect kept) resizes; `fps` keeps the frame nearest
+    each time k / fps (never more frames than the source has). For a folder, `fps` only labels it.
+    Each iteration starts from the first frame.
+    """
+
+    def __init__(
+        self,
+        source: str | Path,
+        *,
+        size: tuple[int, int] | None = None,
+        short_side: int | None = None,
+        fps: float | None = None,
+    ) -> None:
+        if size is not None and short_side is not None:
+            raise UsageError("give either size or short_side, not both")
+        if (size is not None and min(size) < 1) or (short_side is not None and short_side < 1):
+            raise UsageError("frame size must be positive")
+        if fps is not None and not (math.isfinite(fps) and fps > 0):
+            raise UsageError(f"fps must be a positive number, got {fps}")
+        self.path = Path(source)
+        self._size, self._short_side = size, short_side
+        self._container: Any = None
+        self._pending: Iterator[Timed] | None = None
+        self._step: Fraction | None = None
+        self._files = _frame_files(self.path) if self.path.is_dir() else []
+        self.info = self._probe_folder(fps) if self.path.is_dir() else self._probe_file(fps)
+
+    def _probe_folder(self, fps: float | None) -> VideoInfo:
+        if not self._files:
+            raise ColortrackError(f"{self.path}: folder holds no .jpg/.png frames")
+        self._source_size = _read_image(self._files[0]).shape[1::-1]
+        width, height = _output_size(*self._source_size, self._size, self._short_side)
+        return VideoInfo(self.path, width, height, fps, len(self._files))
+
+    def _probe_file(self, fps: float | None) -> VideoInfo:
+        """Open the file and decode its first frame, kept for the first iteration."""
+        self._container = _open_container(self.path)
+        stream = self._container.streams.video[0]
+        decoded = _decoded(self.path, self._container)
+        try:
+            first = next(decoded)
+        except StopIteration:
+            self.close()
+            raise ColortrackError(f"{self.path}: no decodable video frames") from None
+        except ColortrackError:
+            self.close()
+            raise
+        self._pending = itertools.chain([first], decoded)
+        width, height = _output_size(first[1].width, first[1].height, self._size, self._short_side)
+        rate = stream.average_rate or stream.guessed_rate
+        source_fps = Fraction(rate) if rate else None
+        self._period = _period(stream)
+        count = stream.frames or None
+        if count is None and source_fps and stream.duration and stream.time_base:
+            count = round(stream.duration * Fraction(stream.time_base) * source_fps) or None
+        if fps is not None and (source_fps is None or _exact(fps) < source_fps):
+            self._step = 1 / _exact(fps)
+            if count is not None and source_fps:
+                count = math.ceil(count * _exact(fps) / source_fps)
+            source_fps = _exact(fps)
+        return VideoInfo(self.path, width, height, source_fps and float(source_fps), count)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self._iter_folder() if self._files else self._iter_file()
+
+    def _iter_folder(self) -> Iterator[np.ndarray]:
+        for file in self._files:
+            image = _read_image(file)
+            if image.shape[1::-1] != self._source_size:
+                (w, h), (w0, h0) = image.shape[1::-1], self._source_size
+                message = f"{file}: frame size {w}x{h} differs from {w0}x{h0} of the first frame"
+                raise ColortrackError(message)
+            yield _resize(image, self.info.width, self.info.height)
+
+    def _iter_file(self) -> Iterator[np.ndarray]:
+        frames, self._pending = self._pending, None
+        if frames is None:
+            self.close()
+            self._container = _open_container(self.path)
+            frames = _decoded(self.path, self._container)
+        if self._step is not None:
+            frames = ((None, f) for f in _nearest(frames, None, self._step, self._period, True))
+        for _, frame in frames:
+            yield _resize(frame.to_ndarray(format="rgb24"), self.info.width, self.info.height)
+
+    def close(self) -> None:
+        """Release the decoder; safe to call twice."""
+        self._pending = None
+        if self._container is not None:
+            with contextlib.suppress(*_AV_ERRORS):
+                self._container.close()
+            self._container = None
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def probe(source: str | Path) -> VideoInfo:
+    """Size, rate and frame count of a video or frame folder, decoding only its first frame."""
+    with VideoReader(source) as reader:
+        return reader.info
+
+
+def read_clip(
+    path: str | Path, start: float, count: int, step: float, *, short_side: int | None = None
+) -> list[np.ndarray]:
+    """Seek to `start` seconds and decode `count` frames spaced `step` seconds apart.
+
+    Each output is the frame nearest its time (start + i * step seconds after the stream's
+    start time); a clip running past the end of the video is a ColortrackError.
+    """
+    path = Path(path)
+    if count < 1 or not step > 0 or not start >= 0:
+        raise UsageError(f"bad clip request: start={start} count={count} step={step}")
+    container = _open_container(path)
+    try:
+        stream = container.streams.video[0]
+        origin = Fraction(0)
+        if stream.start_time is not None:
+            origin = stream.start_time * Fraction(stream.time_base)
+        first, backoff = origin + Fraction(start), Fraction(0)
+        while True:  # a seek lands on a keyframe, and in some formats after the time asked for
+            position = max(Fraction(0), first - backoff)
+            container.seek(int(position / Fraction(stream.time_base)), stream=stream)
+            frames = _decoded(path, container)
+            head = next(frames, None)
+            if head is None or head[0] <= first or position == 0:
+                break
+            backoff = max(Fraction(1), 2 * backoff)
+        frames = itertools.chain([head] if head else [], frames)
+        picked = _nearest(frames, first, Fraction(step), _period(stream), False)
+        clip = [frame.to_ndarray(format="rgb24") for frame in itertools.islice(picked, count)]
+    except _AV_ERRORS as error:
+        raise ColortrackError(f"{path}: cannot seek to {start:.3f} s ({_reason(error)})") from None
+    finally:
+        with contextlib.suppress(*_AV_ERRORS):
+            container.close()
+    if len(clip) < count:
+        raise ColortrackError(
+            f"{path}: clip of {count} frames from {start:.3f} s every {step:.3f} s "
+            "runs past the end of the video"
+        )
+    width, height = _output_size(clip[0].shape[1], clip[0].shape[0], None, short_side)
+    return [_resize(image, width, height) for image in clip]
+
+
+def _is_video_file(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS and _shown(path)
+
+
+def list_videos(root: str | Path) -> list[Path]:
+    """Every video under `root`, recursively and sorted; a folder of frames counts as one video.
+
+    A folder is a frame folder when it holds images and none of its subfolders holds videos.
+    Names starting with '.' (such as unfinished atomic writes) are skipped.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise ColortrackError(f"{root}: no such file or folder")
+    if root.is_file():
+        return [root] if _is_video_file(root) else []
+    entries = [p for p in root.rglob("*") if all(map(_shown, [p, *p.relative_to(root).parents]))]
+    found = [p for p in entries if _is_video_file(p) and p.is_file()]
+    folders = sorted([root, *(p for p in entries if p.is_dir())], key=lambda p: -len(p.parts))
+    for folder in folders:  # deepest first, so frame folders inside count as videos
+        if _frame_files(folder) and not any(folder in video.parents for video in found):
+            found.append(folder)
+    return sorted(found, key=lambda p: natural_key(str(p)))
+
+
+class VideoWriter:
+    """H.264 (libx264, yuv420p) MP4 writer; the file appears only when close() succeeds."""
+
+    def __init__(self, path: str | Path, fps: float, *, crf: int = 23) -> None:
+        if not (math.isfinite(fps) and fps > 0):
+            raise UsageError(f"fps must be a positive number, got {fps}")
+        self.path, self._fps, self._crf = Path(path), _exact(fps), crf
+        if not self.path.parent.is_dir():
+            raise ColortrackError(f"{self.path}: output folder does not exist")
+        self._atomic = atomic_path(self.path)
+        self._tmp = self._atomic.__enter__()
+        self._container: Any = None
+        self._shape: tuple[int, ...] | None = None
+        self._count, self._finished = 0, False
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one (H, W, 3) uint8 RGB frame; odd sizes are padded to even by edge copies."""
+        if self._finished:
+            raise UsageError(f"{self.path}: writer is closed")
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"frame must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
+        if self._shape not in (None, frame.shape):
+            raise ValueError(f"frame shape {frame.shape} differs from the first {self._shape}")
+        self._shape = frame.shape
+        frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), "edge")
+        try:
+            if self._container is None:
+                options = {"movflags": "+faststart"}
+                self._container = av.open(str(self._tmp), "w", format="mp4", options=options)
+                stream = self._container.add_stream("libx264", rate=self._fps)
+                stream.height, stream.width = frame.shape[:2]
+                stream.pix_fmt, stream.options = "yuv420p", {"crf": str(self._crf)}
+            out = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            out.pts, out.time_base = self._count, 1 / self._fps
+            self._container.mux(self._container.streams.video[0].encode(out))
+        except _AV_ERRORS as error:
+            self._fail(f"cannot encode frame {self._count}", error)
+        self._count += 1
+
+    def _fail(self, what: str, error: Exception) -> None:
+        self.abort()
+        raise ColortrackError(f"{self.path}: {what} ({_reason(error)})") from None
+
+    def close(self) -> None:
+        """Flush the encoder and move the finished file into place; safe to call twice."""
+        if self._finished:
+            return
+        if self._container is None:
+            self.abort()
+            raise ColortrackError(f"{self.path}: no frames were written")
+        try:
+            self._container.mux(self._container.streams.video[0].encode(None))
+            self._container.close()
+        except _AV_ERRORS as error:
+            self._fail("cannot finish the video", error)
+        self._finished = True
+        self._atomic.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        """Drop the unfinished file; a no-op after close()."""
+        if self._finished:
+            return
+        self._finished = True
+        if self._container is not None:
+            with contextlib.suppress(*_AV_ERRORS):
+                self._container.close()
+        self._atomic.__exit__(ColortrackError, ColortrackError("aborted"), None)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        self.close() if exc_type is None else self.abort()

@@ -1,0 +1,70 @@
+"""Shared fixtures: the real-data folder (or a skip) and tiny synthetic videos."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from colortrack.video import VideoWriter
+
+
+def _data_dir() -> Path:
+    env = os.environ.get("COLORTRACK_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared real-data folder ($COLORTRACK_DATA or ../shared/data); skips when absent."""
+    path = _data_dir()
+    if not path.is_dir():
+        pytest.skip(f"real data not found at {path} (set COLORTRACK_DATA)")
+    return path
+
+
+def moving_texture(
+    num_frames: int = 12, width: int = 64, height: int = 48, speed: tuple[int, int] = (2, 1)
+) -> list[np.ndarray]:
+    """Frames of a smooth random color texture translating by `speed` (dx, dy) pixels a frame.
+
+    Smooth (blurred, upsampled noise) so H.264 keeps it nearly exact, textured so trackers and
+    colorizers have something to follow.
+    """
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, size=(height // 6 + 1, width // 6 + 1, 3), dtype=np.uint8)
+    size = (coarse.shape[1] * 6, coarse.shape[0] * 6)
+    texture = cv2.resize(coarse, size, interpolation=cv2.INTER_CUBIC)
+    big = np.tile(texture, (2, 2, 1))
+    return [
+        np.ascontiguousarray(np.roll(big, (t * speed[1], t * speed[0]), (0, 1))[:height, :width])
+        for t in range(num_frames)
+    ]
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float) -> Path:
+    with VideoWriter(path, fps, crf=10) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return path
+
+
+@pytest.fixture
+def make_video(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: make_video(frames, fps=10, name="clip.mp4") writes frames as an MP4 in tmp_path."""
+
+    def make(frames: list[np.ndarray], fps: float = 10, name: str = "clip.mp4") -> Path:
+        return write_video(tmp_path / name, frames, fps)
+
+    return make
+
+
+@pytest.fixture
+def moving_video(tmp_path: Path) -> tuple[Path, list[np.ndarray]]:
+    """A 12-frame 64x48 10 fps MP4 of a moving texture, with the frames that went in."""
+    frames = moving_texture()
+    return write_video(tmp_path / "moving.mp4", frames, 10), frames

@@ -1,0 +1,73 @@
+"""Training end to end on synthetic video: it learns, it resumes exactly, it runs under DDP."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from colortrack.errors import UsageError
+from colortrack.train import run
+from tests.conftest import write_video
+
+TINY = ["size=64", "batch=4", "workers=0", "cache_short_side=64", "kmeans_pixels=3000",
+        "log_every=1", "checkpoint_every=3", "preview_every=5", "max_gap=1", "val_clips=8",
+        "val_every=5", "scale=0.6,1.0"]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("videos")
+    for i, speed in enumerate([(3, 1), (-1, 3)]):
+        write_video(folder / f"texture{i}.mp4", color_patches(i, speed), 12)
+    return folder
+
+
+def color_patches(seed, speed, frames=40, size=96, patch=24):
+    """A mosaic of square patches of random color and brightness, sliding by `speed` a frame."""
+    rng = np.random.default_rng(seed)
+    tiles = rng.integers(0, 256, (2 * size // patch, 2 * size // patch, 3), dtype=np.uint8)
+    mosaic = np.kron(tiles, np.ones((patch, patch, 1), dtype=np.uint8))
+    return [np.ascontiguousarray(np.roll(mosaic, (t * speed[1], t * speed[0]), (0, 1))[:size, :size])
+            for t in range(frames)]
+
+
+def rows(run_dir):
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_learns_to_colorize_better_than_the_color_prior(videos, tmp_path):
+    out = run([videos], preset="cpu", out=tmp_path / "run", steps=40, progress=False,
+              overrides=[*TINY, "lr=3e-3", "holdout=texture1"])
+    first, last = rows(out)[4], rows(out)[-1]
+    assert float(last["val_loss"]) < 0.8 * float(last["prior_loss"])
+    assert float(last["val_loss"]) < float(first["val_loss"])
+    assert (out / "model.safetensors").is_file() and list((out / "previews").glob("*.png"))
+
+
+def test_resume_continues_exactly(videos, tmp_path):
+    straight = run([videos], preset="cpu", out=tmp_path / "a", steps=6, progress=False,
+                   overrides=TINY)
+    stopped = run([videos], preset="cpu", out=tmp_path / "b", steps=3, progress=False,
+                  overrides=TINY)
+    with pytest.raises(UsageError, match="--resume"):
+        run([videos], preset="cpu", out=stopped, steps=6, progress=False, overrides=TINY)
+    run([videos], preset="cpu", out=stopped, steps=6, resume=True, progress=False)
+    a = [float(r["loss"]) for r in rows(straight)]
+    b = [float(r["loss"]) for r in rows(stopped)]
+    assert len(a) == len(b) == 6
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def test_two_process_ddp_on_cpu(videos, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+               "--master_port=29517", "-m", "colortrack", "train", str(videos),
+               "--preset", "cpu", "--out", str(tmp_path / "ddp"), "--steps", "3", "-q",
+               *sum((["--set", s] for s in TINY), [])]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(rows(tmp_path / "ddp")) == 3

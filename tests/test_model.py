@@ -58,7 +58,7 @@ def test_model_file_round_trip_and_errors(encoder, tmp_path):
     save_model(path, encoder, centroids, step=7)
     loaded, loaded_centroids, info = load_model(path)
     assert info == {"step": 7} and torch.equal(loaded_centroids, centroids)
-    for a, b in zip(loaded.state_dict().values(), encoder.state_dict().values()):
+    for a, b in zip(loaded.state_dict().values(), encoder.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     other = Encoder(dataclasses.replace(PRESETS["cpu"].model, embed_dim=32))
     save_model(tmp_path / "other.safetensors", other, centroids)

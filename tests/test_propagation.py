@@ -30,12 +30,13 @@ def naive_propagate(query, memory, temperature, topk, radius, global_first):
     return out.view(-1, h, w)
 
 
-@pytest.mark.parametrize("radius,global_first,topk", [(3, True, 5), (2.5, False, 4), (0, True, 7),
-                                                       (4, True, None)])
-def test_propagate_matches_naive(radius, global_first, topk):
+@pytest.mark.parametrize("radius,global_first,topk,frames", [
+    (3, True, 5, 3), (2.5, False, 4, 3), (0, True, 7, 3), (4, True, None, 3), (3, True, 5, 1),
+    (3, False, 5, 1)])
+def test_propagate_matches_naive(radius, global_first, topk, frames):
     torch.manual_seed(0)
     h, w = 11, 13  # not multiples of the tile: padding must be invisible
-    memory = [(torch.randn(6, h, w), torch.rand(3, h, w)) for _ in range(3)]
+    memory = [(torch.randn(6, h, w), torch.rand(3, h, w)) for _ in range(frames)]
     query = torch.randn(6, h, w)
     fast = propagate(query, memory, temperature=0.5, topk=topk, radius=radius,
                      global_first=global_first, tile=4, chunk=5)

@@ -30,8 +30,8 @@ def color_patches(seed, speed, frames=40, size=96, patch=24):
     rng = np.random.default_rng(seed)
     tiles = rng.integers(0, 256, (2 * size // patch, 2 * size // patch, 3), dtype=np.uint8)
     mosaic = np.kron(tiles, np.ones((patch, patch, 1), dtype=np.uint8))
-    return [np.ascontiguousarray(np.roll(mosaic, (t * speed[1], t * speed[0]), (0, 1))[:size, :size])
-            for t in range(frames)]
+    shifted = (np.roll(mosaic, (t * speed[1], t * speed[0]), (0, 1)) for t in range(frames))
+    return [np.ascontiguousarray(m[:size, :size]) for m in shifted]
 
 
 def rows(run_dir):

@@ -19,7 +19,7 @@ from colortrack import __version__
 from colortrack.errors import ColortrackError, UsageError
 
 log = logging.getLogger("colortrack")
-METHODS = ("model", "identity", "flow")
+METHODS = ("model", "identity", "flow", "pixels", "random")
 
 
 def _library(module: str, name: str) -> Callable[..., Any]:
@@ -166,7 +166,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     run_demo = _library("demo", "run_demo")
-    print(run_demo(args.out, progress=not args.quiet))
+    print(run_demo(args.out, overwrite=args.overwrite, progress=not args.quiet, model=args.model))
     return 0
 
 
@@ -270,6 +270,8 @@ def _add_model_commands(sub: Any) -> None:
         parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p = _add(sub, "demo", cmd_demo, "track the bundled demo clip")
     p.add_argument("--out", default="colortrack-demo", metavar="DIR", help="output folder")
+    p.add_argument("--model", help="checkpoint to show instead of the shipped model")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo's outputs")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,14 +39,41 @@ class FrameEncoder:
         return F.pad(lightness, (0, -w % s, 0, -h % s), mode="replicate")
 
     @torch.inference_mode()
+    def step(self, frame: np.ndarray, cache: list | None) -> tuple[torch.Tensor, list]:
+        """Embed the next frame: (D, h, w), and the cache to pass with the frame after it."""
+        features = self.encoder.features(self.lightness(frame))
+        embedding, cache = self.encoder.head.step(features, cache)
+        embedding = embedding[0]
+        return (F.normalize(embedding, dim=0) if self.normalize else embedding), cache
+
     def stream(self, frames: Iterable[np.ndarray]) -> Iterator[torch.Tensor]:
         """Yield (D, h, w) embeddings, exactly as the encoder computes them on the whole video."""
         cache = None
         for frame in frames:
-            features = self.encoder.features(self.lightness(frame))
-            embedding, cache = self.encoder.head.step(features, cache)
-            embedding = embedding[0]
-            yield F.normalize(embedding, dim=0) if self.normalize else embedding
+            embedding, cache = self.step(frame, cache)
+            yield embedding
+
+
+class LabPixels:
+    """The no-learning baseline: area-averaged Lab pixels at the encoder's stride as features.
+
+    Used with the squared-distance affinity, s_ij = -|f_i - f_j|^2 / (2T) up to a per-query
+    constant, i.e. the affinity exp(-|a - b|^2 / sigma) with sigma = 2T.
+    """
+
+    normalize = False
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+
+    @torch.inference_mode()
+    def stream(self, frames: Iterable[np.ndarray]) -> Iterator[torch.Tensor]:
+        s = Encoder.stride
+        for frame in frames:
+            rgb = torch.from_numpy(frame).to(self.device).permute(2, 0, 1).float().div_(255)
+            h, w = frame.shape[:2]
+            lab = F.pad(rgb_to_lab(rgb[None]), (0, -w % s, 0, -h % s), mode="replicate")
+            yield F.avg_pool2d(lab, s)[0]
 
 
 def labels_to_grid(labels: np.ndarray, stride: int, device: torch.device) -> torch.Tensor:
@@ -64,14 +91,47 @@ def grid_to_labels(grid: torch.Tensor, stride: int, height: int, width: int) -> 
 
 
 class LearnedPropagator:
-    """Label propagation with the learned embedding (first frame + recent predictions)."""
+    """Label propagation with the learned embedding (first frame + recent predictions).
+
+    `metric` "dot" scores f_i . f_j (the model); "l2" scores -|f_i - f_j|^2 / 2 (raw pixels),
+    computed as a dot product of [f_i, -|f_i|^2 / 2] with [f_j, 1].
+    """
 
     name = "model"
 
-    def __init__(self, encoder: Encoder, propagation: PropagationConfig | None = None,
-                 device: str = "cpu") -> None:
+    def __init__(self, encoder: Encoder | None, propagation: PropagationConfig | None = None,
+                 device: str = "cpu", *, metric: str = "dot") -> None:
         self.cfg = propagation or PropagationConfig()
-        self.frames = FrameEncoder(encoder, device, normalize=self.cfg.normalize)
+        self.metric = metric
+        self.frames: FrameEncoder | LabPixels = (
+            LabPixels(device) if encoder is None
+            else FrameEncoder(encoder, device, normalize=self.cfg.normalize))
+
+    @classmethod
+    def pixels(cls, propagation: PropagationConfig | None = None,
+               device: str = "cpu") -> LearnedPropagator:
+        """Raw Lab pixels as features: what the protocol gives without any learning."""
+        propagator = cls(None, propagation or PropagationConfig(temperature=50.0), device,
+                         metric="l2")
+        propagator.name = "pixels"
+        return propagator
+
+    @classmethod
+    def random(cls, propagation: PropagationConfig | None = None, device: str = "cpu",
+               preset_name: str = "cpu", seed: int = 0) -> LearnedPropagator:
+        """A randomly initialised encoder: what the architecture gives before training."""
+        from colortrack.config import preset
+
+        torch.manual_seed(seed)
+        propagator = cls(Encoder(preset(preset_name).model), propagation, device)
+        propagator.name = "random"
+        return propagator
+
+    def _key_query(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.metric == "dot":
+            return f, f
+        norm = f.pow(2).sum(0, keepdim=True)
+        return torch.cat([f, -norm / 2]), torch.cat([f, torch.ones_like(norm)])
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None,
@@ -88,10 +148,11 @@ class LearnedPropagator:
         first: tuple[torch.Tensor, torch.Tensor] | None = None
         recent: collections.deque = collections.deque(maxlen=cfg.context)
         for embedding in self.frames.stream(frames):
+            key, query = self._key_query(embedding)
             if first is None:
-                first = (embedding, labels_to_grid(first_labels, stride, embedding.device))
+                first = (key, labels_to_grid(first_labels, stride, embedding.device))
                 continue
-            grid = propagate(embedding, [first, *recent], temperature=cfg.temperature,
+            grid = propagate(query, [first, *recent], temperature=cfg.temperature,
                              topk=cfg.topk, radius=cfg.radius)
-            recent.append((embedding, grid))
+            recent.append((key, grid))
             yield grid_to_labels(grid, stride, height, width)

@@ -83,7 +83,7 @@ class TemporalHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t = x.shape[:2]
         x = self.inp(x.flatten(0, 1))
-        for spatial, temporal in zip(self.spatial, self.temporal):
+        for spatial, temporal in zip(self.spatial, self.temporal, strict=True):
             y = spatial(x).view(b, t, *x.shape[1:])
             y = F.pad(y, (0, 0, 0, 0, 0, 0, self.k - 1, 0))  # zero frames before the first
             stacked = torch.cat([y[:, i:i + t] for i in range(self.k)], dim=2)  # (B, T, kC, h, w)
@@ -98,7 +98,7 @@ class TemporalHead(nn.Module):
         """
         x = self.inp(x)
         new_cache = []
-        for i, (spatial, temporal) in enumerate(zip(self.spatial, self.temporal)):
+        for i, (spatial, temporal) in enumerate(zip(self.spatial, self.temporal, strict=True)):
             y = spatial(x)
             past = cache[i] if cache is not None else y.new_zeros(
                 (y.shape[0], (self.k - 1) * y.shape[1], *y.shape[2:]))
@@ -151,3 +151,34 @@ def colorization_loss(
     loss = F.nll_loss(torch.log(probs.clamp_min(1e-8)).transpose(1, 2), truth)
     accuracy = (probs.argmax(-1) == truth).float().mean()
     return loss, accuracy, probs.transpose(1, 2).reshape(b, num_colors, h, w)
+
+
+def gflops_per_frame(encoder: Encoder, height: int = 480, width: int = 856) -> float:
+    """GFLOPs (2 per multiply-add) to embed one frame when streaming: trunk + one head step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    frame = torch.zeros(1, 1, height, width)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        encoder.head.step(encoder.features(frame), None)
+    return counter.get_total_flops() / 1e9
+
+
+def describe(preset: str | None = None, model_path: str | None = None) -> str:
+    """A short report of a preset's or a model file's encoder: size and cost per 480p frame."""
+    from colortrack.checkpoint import load_model
+    from colortrack.config import PRESETS
+    from colortrack.config import preset as get_preset
+
+    if model_path is not None:
+        encoder, _, info = load_model(model_path)
+        rows = [(str(model_path), encoder, info)]
+    else:
+        names = [preset] if preset else list(PRESETS)
+        rows = [(n, Encoder(get_preset(n).model), {}) for n in names]
+    lines = [f"{'encoder':<24} {'params (M)':>10} {'GFLOPs/480p frame':>18}  notes"]
+    for name, encoder, info in rows:
+        params = sum(p.numel() for p in encoder.parameters()) / 1e6
+        note = ", ".join(f"{k}={v}" for k, v in info.items())
+        gflops = gflops_per_frame(encoder.eval())
+        lines.append(f"{name:<24} {params:>10.2f} {gflops:>18.2f}  {note}")
+    return "\n".join(lines)

@@ -60,13 +60,19 @@ def untile(tiles: torch.Tensor, tile: int, h: int, w: int) -> torch.Tensor:
     return F.fold(cols, (ph, pw), tile, stride=tile)[0, :, :h, :w]
 
 
-def window_keys(x: torch.Tensor, tile: int, radius: int) -> torch.Tensor:
-    """(C, h, w) -> (G, (tile+2r)^2, C): the neighbourhood window of every query tile."""
-    c, h, w = x.shape
-    x = F.pad(x, (radius, radius + (-w % tile), radius, radius + (-h % tile)))
+def windows(padded: torch.Tensor, tile: int, radius: int, y0: int, rows: int) -> torch.Tensor:
+    """Windows of `rows` tile rows starting at pixel row y0 of a map padded by `radius` (and to
+    whole tiles): (C, H', W') -> (rows * tiles per row, (tile+2r)^2, C)."""
     size = tile + 2 * radius
-    cols = F.unfold(x.unsqueeze(0), size, stride=tile)
-    return cols.view(c, size * size, -1).permute(2, 1, 0)
+    band = padded[:, y0:y0 + rows * tile + 2 * radius].unsqueeze(0)
+    cols = F.unfold(band, size, stride=tile)
+    return cols.view(padded.shape[0], size * size, -1).permute(2, 1, 0)
+
+
+def pad_for_windows(x: torch.Tensor, tile: int, radius: int) -> torch.Tensor:
+    """Zero-pad (C, h, w) by `radius` on every side, plus up to whole tiles."""
+    h, w = x.shape[-2:]
+    return F.pad(x, (radius, radius + (-w % tile), radius, radius + (-h % tile)))
 
 
 @functools.lru_cache(maxsize=16)
@@ -114,21 +120,29 @@ def propagate(
         return out[0].T.reshape(-1, h, w)
     r = int(radius)
     queries = tile_queries(query, tile)
-    mask = window_mask(h, w, tile, float(radius)).to(query.device)
+    per_row = (w + (-w % tile)) // tile
     local = memory[1:] if global_first else memory
-    keys = torch.cat([window_keys(f, tile, r) for f, _ in local], dim=1)
-    values = torch.cat([window_keys(v, tile, r) for _, v in local], dim=1)
-    mask = mask.repeat(1, 1, len(local))
+    padded = [(pad_for_windows(f, tile, r), pad_for_windows(v, tile, r)) for f, v in local]
+    mask = window_mask(h, w, tile, float(radius)).to(query.device).repeat(1, 1, len(local))
     if global_first:
-        first_feat, first_labels = memory[0]
-        first_keys = first_feat.flatten(1).T.unsqueeze(0)
-        first_values = first_labels.flatten(1).T.unsqueeze(0)
+        first_keys = memory[0][0].flatten(1).T.unsqueeze(0)
+        first_values = memory[0][1].flatten(1).T.unsqueeze(0)
     outputs = []
-    for g0 in range(0, queries.shape[0], chunk):
-        q, k, v = queries[g0:g0 + chunk], keys[g0:g0 + chunk], values[g0:g0 + chunk]
-        scores = dense_affinity(q, k).masked_fill_(~mask[g0:g0 + chunk], _FAR)
+    rows = max(1, chunk // per_row)
+    for row in range(0, queries.shape[0] // per_row, rows):
+        g0, g1 = row * per_row, min(queries.shape[0], (row + rows) * per_row)
+        n_rows = (g1 - g0) // per_row
+        q = queries[g0:g1]
+        parts, part_values = [], []
         if global_first:
-            scores = torch.cat([dense_affinity(q, first_keys), scores], dim=-1)
-            v = torch.cat([first_values.expand(len(q), -1, -1), v], dim=1)
+            parts.append(dense_affinity(q, first_keys))
+            part_values.append(first_values.expand(len(q), -1, -1))
+        if local:
+            keys = torch.cat([windows(f, tile, r, row * tile, n_rows) for f, _ in padded], 1)
+            scores = dense_affinity(q, keys).masked_fill_(~mask[g0:g1], _FAR)
+            parts.append(scores)
+            part_values.append(torch.cat([windows(v, tile, r, row * tile, n_rows)
+                                          for _, v in padded], 1))
+        scores, v = torch.cat(parts, dim=-1), torch.cat(part_values, dim=1)
         outputs.append(copy_soft(scores / temperature, v, topk))
     return untile(torch.cat(outputs), tile, h, w)

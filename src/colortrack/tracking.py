@@ -34,7 +34,7 @@ from colortrack.keypoints import (
 from colortrack.video import VideoReader, VideoWriter
 from colortrack.visualize import draw_points, overlay_mask
 
-METHODS = ("model", "identity", "flow")
+METHODS = ("model", "identity", "flow", "pixels", "random")
 Video = str | Path | Iterable[np.ndarray]
 
 
@@ -64,7 +64,7 @@ def make_propagator(
     """Build a propagator by name; the learned one is imported only when asked for (torch)."""
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if method != "model":
+    if method in ("identity", "flow"):
         if model is not None or propagation is not None:
             raise UsageError(
                 f"a model and propagation settings only apply to method 'model', not {method!r}"
@@ -81,6 +81,10 @@ def make_propagator(
             "the learned model is not available in this installation (colortrack.learned is "
             "missing); use --method identity or --method flow"
         ) from None
+    if method == "pixels":
+        return learned.LearnedPropagator.pixels(propagation, device)
+    if method == "random":
+        return learned.LearnedPropagator.random(propagation, device)
     return learned.LearnedPropagator.from_checkpoint(model, propagation, device)
 
 

@@ -64,6 +64,7 @@ class PropagationConfig:
     context: int = 20  # previous predicted frames kept besides the first frame
     topk: int = 10
     radius: float = 12.0  # in feature cells, for the recent frames; 0 = no restriction
+    global_first: bool = True  # search the first frame everywhere (CRW), not within the radius
     temperature: float = 0.05
     normalize: bool = True  # L2-normalise embeddings before the dot product
 

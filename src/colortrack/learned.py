@@ -153,6 +153,6 @@ class LearnedPropagator:
                 first = (key, labels_to_grid(first_labels, stride, embedding.device))
                 continue
             grid = propagate(query, [first, *recent], temperature=cfg.temperature,
-                             topk=cfg.topk, radius=cfg.radius)
+                             topk=cfg.topk, radius=cfg.radius, global_first=cfg.global_first)
             recent.append((key, grid))
             yield grid_to_labels(grid, stride, height, width)

@@ -1,0 +1,110 @@
+"""Regenerate the README's results from benchmark runs (never typed by hand).
+
+    python benchmarks/report.py --data ../shared/data --out bench-results [--reuse]
+
+Runs `colortrack bench davis` for every method and `colortrack bench badja` for the model and the
+baselines, keeps each JSON in --out (with --reuse, an existing JSON is read instead of rerun),
+then writes the tables between the README's results markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DAVIS_METHODS = {
+    "identity": "copy the first mask",
+    "flow": "OpenCV DIS optical flow, warping the previous soft labels",
+    "pixels": "raw Lab pixels as features, same protocol (no learning)",
+    "random": "randomly initialised `cpu` encoder, same protocol",
+    "model": "the shipped model (learned by colorization), same protocol",
+}
+BADJA_METHODS = ("identity", "flow", "model")
+PAPER = ("| copy first mask | 22.9 |\n| FlowNet2 optical flow | 26.0 |\n"
+         "| colorization (Vondrick et al.) | 34.0 |\n| CRW (Jabri et al.) | 67.6 |")
+
+
+def bench(kind: str, method: str, data: Path, out: Path, reuse: bool) -> dict:
+    path = out / f"{kind}-{method}.json"
+    if not (reuse and path.is_file()):
+        command = [sys.executable, "-m", "colortrack", "-q", "bench", kind, "--method", method,
+                   "--out", str(out / f"{kind}-{method}"), "--json", str(path), "--overwrite"]
+        if kind == "davis":
+            command += ["--root", str(data / "davis2016-dev")]
+        else:
+            command += ["--root", str(data / "badja"), "--davis-root", str(data / "davis2016-dev")]
+        subprocess.run(command, check=True)
+    return json.loads(path.read_text())
+
+
+def davis_table(results: dict[str, dict]) -> str:
+    sequences = sorted(next(iter(results.values()))["sequences"])
+    head = "| method | J&F | J | F | s/frame | " + " | ".join(sequences) + " |"
+    rows = [head, "|" + "---|" * (5 + len(sequences))]
+    for method, r in results.items():
+        seconds = sum(r["seconds"].values()) / sum(r["frames"].values())
+        per_seq = " | ".join(f"{(r['sequences'][s]['J'] + r['sequences'][s]['F']) / 2:.1f}"
+                             for s in sequences)
+        rows.append(f"| `{method}` | **{r['J&F']:.1f}** | {r['J']:.1f} | {r['F']:.1f} | "
+                    f"{seconds:.3f} | {per_seq} |")
+    return "\n".join(rows)
+
+
+def badja_table(results: dict[str, dict]) -> str:
+    rows = ["| method | PCK@0.1 | PCK@0.2 |", "|---|---|---|"]
+    for method, r in results.items():
+        rows.append(f"| `{method}` | {r['PCK@0.1']:.1f} | {r['PCK@0.2']:.1f} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    parser.add_argument("--reuse", action="store_true", help="read existing JSONs, don't rerun")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    davis = {m: bench("davis", m, args.data, args.out, args.reuse) for m in DAVIS_METHODS}
+    badja = {m: bench("badja", m, args.data, args.out, args.reuse) for m in BADJA_METHODS}
+    legend = "\n".join(f"- `{m}`: {text}" for m, text in DAVIS_METHODS.items())
+    text = f"""
+## Results
+
+DAVIS-2016 dev split (10 sequences of DAVIS-2016 val, 691 frames, `../shared/data/davis2016-dev`),
+semi-supervised protocol (first-frame mask given; J&F as the official davis2017-evaluation code),
+default propagation settings, on 2 CPU cores (s/frame = end-to-end wall time of `bench davis`,
+decode to PNG). Per-sequence columns are J&F.
+
+{davis_table(davis)}
+
+{legend}
+
+BADJA animal keypoints on the dev sequences that have DAVIS frames here (camel, dog,
+horsejump-high), tracked from the first annotated frame, PCK against the box of the visible
+joints (`colortrack bench badja`):
+
+{badja_table(badja)}
+
+For context only — a different benchmark (DAVIS-2017 val, multi-object, from the papers):
+
+| method (paper numbers, DAVIS-2017 val) | J&F |
+|---|---|
+{PAPER}
+
+Regenerate with `python benchmarks/report.py` (JSONs kept in `bench-results/`).
+"""
+    readme = ROOT / "README.md"
+    content = readme.read_text()
+    content = re.sub(r"(<!-- results:start -->).*?(<!-- results:end -->)",
+                     lambda m: m.group(1) + text + m.group(2), content, flags=re.S)
+    readme.write_text(content)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -10,6 +10,7 @@ then writes the tables between the README's results markers.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import re
 import subprocess
@@ -62,11 +63,49 @@ def badja_table(results: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
+def model_card(run: Path) -> str:
+    """The shipped model's card, from its training run folder (state.json + metrics.csv)."""
+    latest = run / (run / "latest").read_text().strip()
+    state = json.loads((latest / "state.json").read_text())
+    with (run / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    val = [r for r in rows if r["val_loss"]]
+    first, last = val[0], val[-1]
+    hours = sum(float(r["elapsed_s"]) for r in _segments(rows)) / 3600
+    cfg = state["train_config"]
+    return f"""
+`src/colortrack/assets/model.safetensors` — preset `{state['preset']}`, {state['step']} steps of
+batch {cfg['batch']} ({state['step'] * cfg['batch']:,} clips of {cfg['refs']} + 1 frames,
+{cfg['size']}×{cfg['size']}, {cfg['fps']:g} fps), Adam lr {cfg['lr']:g}, about {hours:.1f} hours
+on 2 CPU cores (shared with development work), trained only on `../shared/data/train-videos`
+minus the held-out videos `{', '.join(cfg['holdout'])}` (none of the davis2016-dev sequences).
+Held-out colorization: loss {float(first['val_loss']):.3f} → {float(last['val_loss']):.3f} and
+accuracy {float(first['val_accuracy']):.3f} → {float(last['val_accuracy']):.3f} from step
+{first['step']} to {last['step']}, against the color prior's loss {float(last['prior_loss']):.3f}
+and accuracy {float(last['prior_accuracy']):.3f} (always predicting the marginal color
+distribution). Reproduce:
+
+```bash
+colortrack train ../shared/data/train-videos --preset {state['preset']} --out runs/cpu \\
+  --steps {state['step']} --set holdout={','.join(cfg['holdout'])}
+cp runs/cpu/model.safetensors src/colortrack/assets/model.safetensors
+```
+"""
+
+
+def _segments(rows: list[dict]) -> list[dict]:
+    """The last row before each restart (elapsed_s starts again from 0 after --resume)."""
+    ends = [a for a, b in zip(rows, rows[1:], strict=False)
+            if float(b["elapsed_s"]) < float(a["elapsed_s"])]
+    return [*ends, rows[-1]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     parser.add_argument("--reuse", action="store_true", help="read existing JSONs, don't rerun")
+    parser.add_argument("--run", type=Path, help="the shipped model's training run (model card)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     davis = {m: bench("davis", m, args.data, args.out, args.reuse) for m in DAVIS_METHODS}
@@ -102,6 +141,10 @@ Regenerate with `python benchmarks/report.py` (JSONs kept in `bench-results/`).
     content = readme.read_text()
     content = re.sub(r"(<!-- results:start -->).*?(<!-- results:end -->)",
                      lambda m: m.group(1) + text + m.group(2), content, flags=re.S)
+    if args.run:
+        content = re.sub(r"(<!-- model-card:start -->).*?(<!-- model-card:end -->)",
+                         lambda m: m.group(1) + model_card(args.run) + m.group(2), content,
+                         flags=re.S)
     readme.write_text(content)
     print(text)
 

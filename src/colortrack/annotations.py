@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from colortrack.errors import ColortrackError
-from colortrack.io_utils import atomic_path
+from colortrack.io_utils import IMAGE_ERRORS, atomic_path
 
 
 def _davis_palette() -> np.ndarray:
@@ -42,18 +42,16 @@ def read_mask(path: str | Path) -> np.ndarray:
             image.load()
             mode = image.mode
             array = np.array(image)
-    except (OSError, ValueError) as error:
+    except IMAGE_ERRORS as error:
         raise ColortrackError(f"{path}: cannot read mask image ({error})") from None
-    if mode == "P":
+    if mode in ("P", "1"):
         return array.astype(np.uint8)
-    if mode in ("1",):
-        return array.astype(np.uint8)
-    if mode in ("L", "I", "I;16"):
+    if mode in ("L", "I") or mode.startswith("I;16"):
         values = np.unique(array)
         if set(values.tolist()) <= {0, 255}:
             return (array == 255).astype(np.uint8)
-        if values.max() > 255:
-            raise ColortrackError(f"{path}: grayscale mask has ids above 255")
+        if values.min() < 0 or values.max() > 255:
+            raise ColortrackError(f"{path}: grayscale mask has ids outside 0..255")
         return array.astype(np.uint8)
     if mode in ("RGB", "RGBA"):
         rgb = array[..., :3].reshape(-1, 3)

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from colortrack.annotations import write_mask
 from colortrack.davis import DavisDataset, DavisReport, evaluate_davis
 from colortrack.errors import ColortrackError
+from colortrack.io_utils import IMAGE_ERRORS, shown, staged_dir
 from colortrack.keypoints import (
     BADJA_JOINTS,
     BADJA_SKELETON,
@@ -32,21 +33,27 @@ from colortrack.tracking import LabelPropagator, Tracker
 log = logging.getLogger(__name__)
 
 
+def _read_frame(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except IMAGE_ERRORS as error:
+        raise ColortrackError(f"{path}: cannot read frame ({error})") from None
+
+
 def _frames(paths: list[Path]) -> Iterator[np.ndarray]:
     """Decode frames one at a time, so a sequence never sits whole in memory."""
     for path in paths:
-        try:
-            with Image.open(path) as image:
-                yield np.asarray(image.convert("RGB"))
-        except (OSError, ValueError) as error:
-            raise ColortrackError(f"{path}: cannot read frame ({error})") from None
+        yield _read_frame(path)
 
 
 def _prepare(folder: Path, overwrite: bool) -> None:
-    """Refuse to mix new predictions with an earlier run's unless `overwrite`."""
-    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+    """Refuse to mix new predictions with an earlier run's unless `overwrite`.
+
+    Outputs are then written through `staged_dir`, so an interrupted sequence leaves nothing.
+    """
+    if folder.is_dir() and any(map(shown, folder.iterdir())) and not overwrite:
         raise ColortrackError(f"{folder}: already holds predictions; pass --overwrite to replace")
-    folder.mkdir(parents=True, exist_ok=True)
 
 
 def bench_davis(
@@ -76,9 +83,12 @@ def bench_davis(
             first = dataset.first_mask(name)
             first[first == VOID_ID] = 0
             started = time.perf_counter()
-            for index, ids in tracker.track(_frames(frame_paths), first):
-                write_mask(out / name / f"{frame_paths[index].stem}.png", ids)
-                bar.update()
+            source = dataset.mask_paths(name)[0]
+            run = tracker.track_frames(_frames(frame_paths), first, source=source)
+            with staged_dir(out / name) as stage:
+                for index, _, ids in run:
+                    write_mask(stage / f"{frame_paths[index].stem}.png", ids)
+                    bar.update()
             seconds[name] = time.perf_counter() - started
             log.info(
                 "%s: %d frames in %.1f s (%.1f frames/s)",
@@ -134,17 +144,17 @@ def bench_badja(
         if not frame_paths:
             log.warning("%s: no DAVIS frames in %s; skipped", name, image_dir / name)
             continue
-        with Image.open(frame_paths[0]) as image:
-            size = image.size
+        size = _read_frame(frame_paths[0]).shape[1::-1]
         annotated = {frame: (xy, seen) for frame, xy, seen in read_badja(path, image_size=size)}
         start = min(annotated)
         points = Keypoints(BADJA_JOINTS, *annotated[start], BADJA_SKELETON)
         _prepare(Path(out_dir) / name, overwrite)
         started = time.perf_counter()
-        run = tracker.track_points_frames(_frames(frame_paths), points, start=start)
+        run = tracker.track_points_frames(_frames(frame_paths), points, start=start, source=path)
         track = [(index, xy, visible) for index, _, xy, visible in run]
         results["seconds"][name] = time.perf_counter() - started
-        write_track_json(Path(out_dir) / name / "points.json", BADJA_JOINTS, BADJA_SKELETON, track)
+        with staged_dir(Path(out_dir) / name) as stage:
+            write_track_json(stage / "points.json", BADJA_JOINTS, BADJA_SKELETON, track)
         scored = [i for i in sorted(annotated) if start < i < start + len(track)]
         if not scored:
             log.warning("%s: no annotated frame after the first; skipped", name)

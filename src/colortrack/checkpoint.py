@@ -1,24 +1,32 @@
-"""Self-describing model files: safetensors weights + config + color centroids, loaded strictly.
+"""Self-describing model files: safetensors weights + config + color centroids, loaded strictly;
+and the training run's checkpoints (model, optimizer, state), written whole or not at all.
 
 Loading never executes code: safetensors holds only tensors and a string->string metadata map.
+The config in that map is checked field by field and the network is first built on the `meta`
+device (no memory), so a damaged or tampered file is a ColortrackError, never a crash.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import shutil
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from colortrack.config import ModelConfig, from_dict, to_dict
+from colortrack.config import ModelConfig, TrainConfig, from_dict, to_dict
 from colortrack.errors import ColortrackError
-from colortrack.io_utils import atomic_path
+from colortrack.io_utils import atomic_path, atomic_write_bytes
 from colortrack.model import Encoder
 
 FORMAT = "colortrack-model/1"
+KEEP_CHECKPOINTS = 2
 
 
 def default_model_path() -> Path:
@@ -27,8 +35,13 @@ def default_model_path() -> Path:
 
 
 def save_model(path: str | Path, encoder: Encoder, centroids: torch.Tensor, **info: object) -> None:
-    """Write weights, centroids and config (plus free-form `info`, e.g. step) atomically."""
+    """Write weights, centroids and config (plus free-form `info`, e.g. step) atomically.
+
+    Non-finite weights (a diverged run) are refused, so a saved model is always a usable one.
+    """
     tensors = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    if not all(v.isfinite().all() for v in tensors.values() if v.is_floating_point()):
+        raise ColortrackError(f"{path}: the weights hold NaN or inf (training diverged); not saved")
     tensors["centroids"] = centroids.detach().cpu().float().contiguous()
     metadata = {"format": FORMAT, "model_config": json.dumps(to_dict(encoder.cfg)),
                 "info": json.dumps(info)}
@@ -51,6 +64,29 @@ def resolve(path: str | Path | None) -> Path:
     return path
 
 
+def _like(value: Any, default: Any, inner: bool = False) -> bool:
+    """Whether a config value has its default's type: a positive int of sane size, or a tuple
+    of them (1-64 items; a stage tuple inside `stages` has exactly its default's length)."""
+    if isinstance(default, tuple):
+        if not isinstance(value, tuple):
+            return False
+        size = len(value) == len(default) if inner else 0 < len(value) <= 64
+        return size and all(_like(v, default[0], inner=True) for v in value)
+    return type(value) is type(default) and 0 < value <= 4096
+
+
+def _model_config(data: Any) -> ModelConfig:
+    """The ModelConfig of a file's metadata; ValueError names the first bad field."""
+    if not isinstance(data, dict):
+        raise ValueError("model_config is not a JSON object")
+    cfg, defaults = from_dict(ModelConfig, data), ModelConfig()
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        if not _like(value, getattr(defaults, field.name)):
+            raise ValueError(f"bad {field.name} {value!r}")
+    return cfg
+
+
 def load_model(path: str | Path | None = None) -> tuple[Encoder, torch.Tensor, dict]:
     """Rebuild (encoder in eval mode, centroids, info) from a file; any mismatch is an error."""
     path = resolve(path)
@@ -63,13 +99,22 @@ def load_model(path: str | Path | None = None) -> tuple[Encoder, torch.Tensor, d
     if metadata.get("format") != FORMAT:
         raise ColortrackError(f"{path}: not a colortrack model (format {metadata.get('format')!r})")
     try:
-        cfg = from_dict(ModelConfig, json.loads(metadata["model_config"]))
+        cfg = _model_config(json.loads(metadata["model_config"]))
         info = json.loads(metadata.get("info", "{}"))
-    except (KeyError, ValueError, TypeError) as error:
+        if not isinstance(info, dict):
+            raise ValueError("info is not a JSON object")
+        with torch.device("meta"):  # the shapes the config implies, without allocating them
+            expected = {k: v.shape for k, v in Encoder(cfg).state_dict().items()}
+    except (KeyError, ValueError, TypeError, RecursionError) as error:
         raise ColortrackError(f"{path}: damaged model config ({error})") from None
     centroids = tensors.pop("centroids", None)
     if centroids is None or centroids.shape != (cfg.num_colors, 2):
         raise ColortrackError(f"{path}: missing or malformed color centroids")
+    for name in sorted(set(expected) | set(tensors)):
+        if name not in tensors or name not in expected or tensors[name].shape != expected[name]:
+            raise ColortrackError(f"{path}: weights do not match the model config (at {name})")
+    if not all(v.isfinite().all() for v in [centroids, *tensors.values()] if v.is_floating_point()):
+        raise ColortrackError(f"{path}: the weights hold NaN or inf")
     encoder = Encoder(cfg)
     try:
         encoder.load_state_dict(tensors, strict=True)
@@ -77,3 +122,81 @@ def load_model(path: str | Path | None = None) -> tuple[Encoder, torch.Tensor, d
         first = str(error).splitlines()[0]
         raise ColortrackError(f"{path}: weights do not match the model config ({first})") from None
     return encoder.eval(), centroids, info
+
+
+def read_state(folder: Path) -> dict:
+    """A training checkpoint's state.json, checked enough that resuming cannot crash on it."""
+    path = folder / "state.json"
+    try:
+        state = json.loads(path.read_text())
+        valid = isinstance(state, dict) and isinstance(state.get("step"), int)
+        if not valid or not isinstance(state.get("model_config"), dict):
+            raise ValueError("no step or model_config")
+        from_dict(TrainConfig, state["train_config"])
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise ColortrackError(f"{path}: damaged checkpoint state ({error})") from None
+    return state
+
+
+def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
+    """Restore Adam's moments saved by the training run, refusing any that do not fit."""
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ColortrackError(f"{path}: not a readable optimizer state ({error})") from None
+    opt = optimizer.state_dict()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for key, value in tensors.items():
+        index, _, name = key.partition(".")
+        fits = index.isdigit() and int(index) < len(params)
+        if not fits or (value.dim() > 0 and value.shape != params[int(index)].shape):
+            raise ColortrackError(f"{path}: optimizer state {key} does not fit the model")
+        opt["state"].setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict(opt)
+
+
+class Checkpoints:
+    """ckpt-<step>/ folders written under a temporary name, then renamed; `latest` points.
+
+    A run killed at any moment (SIGKILL included) leaves `latest` naming a complete folder.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def latest(self) -> Path | None:
+        pointer = self.out / "latest"
+        if not pointer.is_file():
+            return None
+        folder = self.out / pointer.read_text().strip()
+        if not (folder / "state.json").is_file():
+            raise ColortrackError(f"{folder}: checkpoint named by {pointer} is incomplete")
+        return folder
+
+    def save(self, encoder: Encoder, centroids: torch.Tensor, optimizer: torch.optim.Optimizer,
+             state: dict) -> None:
+        name = f"ckpt-{state['step']:08d}"
+        if not all(p.isfinite().all() for p in encoder.parameters()):
+            raise ColortrackError(f"weights became NaN or inf by step {state['step']}; stopped. "
+                                  f"The last good checkpoint is kept in {self.out}")
+        tmp = self.out / f".{name}.tmp"
+        for stale in self.out.glob(".ckpt-*.tmp"):  # left by a killed run
+            shutil.rmtree(stale)
+        tmp.mkdir()
+        try:
+            save_model(tmp / "model.safetensors", encoder, centroids, step=state["step"])
+            opt = optimizer.state_dict()
+            tensors = {f"{i}.{k}": v.contiguous() for i, s in opt["state"].items()
+                       for k, v in s.items() if torch.is_tensor(v)}
+            save_file(tensors, str(tmp / "optimizer.safetensors"))
+            (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(self.out / name, ignore_errors=True)
+        os.replace(tmp, self.out / name)
+        atomic_write_bytes(self.out / "latest", name.encode())
+        with atomic_path(self.out / "model.safetensors") as model:
+            shutil.copyfile(self.out / name / "model.safetensors", model)
+        for old in sorted(self.out.glob("ckpt-*"))[:-KEEP_CHECKPOINTS]:
+            shutil.rmtree(old)

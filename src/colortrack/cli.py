@@ -1,7 +1,8 @@
 """The `colortrack` command line: parses arguments and calls the library, nothing more.
 
 Errors a user can fix print one line, `colortrack: error: <message>`, and exit 1 (bad data) or
-2 (wrong usage); `--debug` shows the traceback instead.
+2 (wrong usage); `--debug` shows the traceback instead. Ctrl-C (exit 130) and SIGTERM (143) stop
+a command cleanly: the library removes what the run had half-written.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import argparse
 import importlib
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -150,16 +153,21 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _video_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"model": args.model, "device": args.device, "overwrite": args.overwrite,
+            "progress": not args.quiet}  # fmt: skip
+
+
 def cmd_colorize(args: argparse.Namespace) -> int:
     colorize_video = _library("colorize", "colorize_video")
-    colorize_video(args.video, args.reference, args.out, model=args.model, device=args.device)
+    colorize_video(args.video, args.reference, args.out, **_video_options(args))
     print(f"wrote {args.out}")
     return 0
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
     embed_video = _library("colorize", "embed_video")
-    embed_video(args.video, args.out, model=args.model, device=args.device)
+    embed_video(args.video, args.out, **_video_options(args))
     print(f"wrote {args.out}")
     return 0
 
@@ -248,7 +256,7 @@ def _add_benchmarks(sub: Any) -> None:
 def _add_model_commands(sub: Any) -> None:
     p = _add(sub, "train", cmd_train, "learn an embedding by colorizing unlabeled videos")
     p.add_argument("videos", nargs="+", help="video files or folders of videos")
-    p.add_argument("--preset", default="cpu", help="model and recipe preset (default: cpu)")
+    p.add_argument("--preset", help="model and recipe preset (default: cpu, or the resumed run's)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
     p.add_argument("--steps", type=int, help="training steps (default: the preset's)")
     p.add_argument("--batch", type=int, help="batch size (default: the preset's)")
@@ -268,6 +276,7 @@ def _add_model_commands(sub: Any) -> None:
         parser.add_argument("--out", required=True, help="output MP4")
         parser.add_argument("--model", help="checkpoint (default: the shipped one)")
         parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+        parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
     p = _add(sub, "demo", cmd_demo, "track the bundled demo clip")
     p.add_argument("--out", default="colortrack-demo", metavar="DIR", help="output folder")
     p.add_argument("--model", help="checkpoint to show instead of the shipped model")
@@ -288,6 +297,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, unwound like Ctrl-C so that a stopped run cleans up what it half-wrote."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _message(error: Exception) -> str:
+    """One line naming the file: OS errors become '<file>: <reason>' without the errno."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    return str(error)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -299,15 +323,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         return args.func(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if args.debug:
             raise
         print("colortrack: interrupted", file=sys.stderr)
-        return 130
+        return 143 if isinstance(stop, Terminated) else 130
     except (ColortrackError, OSError) as error:
         if args.debug:
             raise
-        print(f"colortrack: error: {error}", file=sys.stderr)
+        print(f"colortrack: error: {_message(error)}", file=sys.stderr)
         return 2 if isinstance(error, UsageError) else 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

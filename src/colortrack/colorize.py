@@ -15,6 +15,7 @@ from tqdm import tqdm
 from colortrack.checkpoint import load_model
 from colortrack.color import lab_to_rgb, quantize, rgb_to_lab
 from colortrack.errors import ColortrackError
+from colortrack.io_utils import IMAGE_ERRORS, check_new_file
 from colortrack.learned import FrameEncoder, grid_to_labels
 from colortrack.model import Encoder
 from colortrack.propagation import propagate
@@ -27,8 +28,8 @@ def _read_reference(path: str | Path, width: int, height: int) -> np.ndarray:
         raise ColortrackError(f"{path}: reference image not found")
     try:
         with Image.open(path) as image:
-            rgb = np.asarray(image.convert("RGB"))
-    except OSError as error:
+            rgb = np.array(image.convert("RGB"))
+    except IMAGE_ERRORS as error:
         raise ColortrackError(f"{path}: cannot read reference image ({error})") from None
     if rgb.shape[:2] != (height, width):
         rgb = np.asarray(Image.fromarray(rgb).resize((width, height), Image.BICUBIC))
@@ -54,7 +55,7 @@ def recolor(frames: VideoReader, reference: np.ndarray, encoder: Encoder,
         h, w = frame.shape[:2]
         full = torch.from_numpy(grid_to_labels(probs, stride, h, w))
         ab = centroids[full.argmax(0)].permute(2, 0, 1)
-        lightness = rgb_to_lab(torch.from_numpy(frame).permute(2, 0, 1).float()[None] / 255)[:, :1]
+        lightness = rgb_to_lab(torch.tensor(frame).permute(2, 0, 1).float()[None] / 255)[:, :1]
         rgb = lab_to_rgb(torch.cat([lightness, ab[None]], 1))[0]
         yield (rgb.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
 
@@ -62,8 +63,9 @@ def recolor(frames: VideoReader, reference: np.ndarray, encoder: Encoder,
 @torch.inference_mode()
 def colorize_video(video: str | Path, reference: str | Path, out: str | Path,
                    model: str | Path | None = None, device: str = "cpu",
-                   progress: bool = True) -> Path:
+                   progress: bool = True, overwrite: bool = False) -> Path:
     """Write OUT.mp4: the video's gray frames colored from one color frame."""
+    check_new_file(out, overwrite)
     encoder, centroids, _ = load_model(model)
     with VideoReader(video) as frames:
         ref = _read_reference(reference, frames.info.width, frames.info.height)
@@ -76,12 +78,14 @@ def colorize_video(video: str | Path, reference: str | Path, out: str | Path,
 
 @torch.inference_mode()
 def embed_video(video: str | Path, out: str | Path, model: str | Path | None = None,
-                device: str = "cpu", fit_frames: int = 10, progress: bool = True) -> Path:
+                device: str = "cpu", fit_frames: int = 10, progress: bool = True,
+                overwrite: bool = False) -> Path:
     """Write OUT.mp4: the embedding's first 3 principal components as RGB, beside the frame.
 
     The projection and its color range are fitted on the first `fit_frames` frames and then
     kept, so a surface keeps its color over time.
     """
+    check_new_file(out, overwrite)
     encoder, _, _ = load_model(model)
     embed = FrameEncoder(encoder, device, normalize=True)
     with VideoReader(video) as frames, VideoWriter(out, frames.info.fps or 24.0) as writer:

@@ -61,7 +61,7 @@ class TrainConfig:
 class PropagationConfig:
     """Label propagation with the copy operator (the CRW / DINO protocol)."""
 
-    context: int = 20  # previous predicted frames kept besides the first frame
+    context: int = 7  # previous predicted frames kept besides the first frame (DINO, UVC: 7)
     topk: int = 10
     radius: float = 12.0  # in feature cells, for the recent frames; 0 = no restriction
     global_first: bool = True  # search the first frame everywhere (CRW), not within the radius

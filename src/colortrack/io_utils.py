@@ -1,19 +1,39 @@
-"""Atomic file writing: outputs appear whole or not at all, and inputs are never touched."""
+"""Safe file writing: outputs appear whole or not at all, and inputs are never touched.
+
+A failed write names the file the user asked for (not a temporary name) and leaves nothing
+behind; the CLI prints it as one line.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from PIL import Image
+
+from colortrack.errors import ColortrackError
+
+# What Pillow raises on damaged or hostile image files (broken PNG chunks raise SyntaxError).
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+def reason(error: BaseException) -> str:
+    """An OS error's reason without the errno and file name (the caller names the file)."""
+    return getattr(error, "strerror", None) or str(error)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    except OSError as error:
+        raise ColortrackError(f"{path}: cannot write ({reason(error)})") from None
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -21,12 +41,62 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(error, OSError):  # a full disk, a folder in the way: name the real file
+            raise ColortrackError(f"{path}: cannot write ({reason(error)})") from None
         raise
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def shown(path: Path) -> bool:
+    """Whether a name is not hidden; dot names are unfinished writes (ours or other tools')."""
+    return not path.name.startswith(".")
+
+
+@contextlib.contextmanager
+def staged_dir(out: str | Path) -> Iterator[Path]:
+    """Yield a hidden folder inside `out`; when the block succeeds its files move into `out`.
+
+    A run that fails or is interrupted removes that folder with everything in it, and `out` too
+    if this call created it: `out` gets a run's whole results or nothing, and no file the run
+    did not write is ever deleted.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ColortrackError(f"{out}: exists and is not a folder")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".colortrack-", suffix=".tmp", dir=out))
+    except OSError as error:
+        raise ColortrackError(f"{out}: cannot write into this folder ({reason(error)})") from None
+    try:
+        yield stage
+        for item in sorted(stage.iterdir()):
+            os.replace(item, out / item.name)
+    except BaseException as error:
+        shutil.rmtree(stage, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only when empty: nothing else is ever removed
+        if isinstance(error, OSError):
+            raise ColortrackError(f"{out}: cannot write ({reason(error)})") from None
+        raise
+    stage.rmdir()
+
+
+def check_new_file(path: str | Path, overwrite: bool) -> None:
+    """Refuse an output path that cannot or should not be written, before any work is done."""
+    path = Path(path)
+    if path.is_dir():
+        raise ColortrackError(f"{path}: is a folder; name the output file")
+    if path.exists() and not overwrite:
+        raise ColortrackError(f"{path}: already exists; pass --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise ColortrackError(f"{path}: output folder does not exist")

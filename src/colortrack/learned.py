@@ -32,7 +32,7 @@ class FrameEncoder:
 
     def lightness(self, frame: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 RGB -> (1, 1, H', W') L, edge-padded to a multiple of the stride."""
-        rgb = torch.from_numpy(frame).to(self.device).permute(2, 0, 1).float().div_(255)
+        rgb = torch.tensor(frame, device=self.device).permute(2, 0, 1).float().div_(255)
         lightness = rgb_to_lab(rgb[None])[:, :1]
         s = Encoder.stride
         h, w = frame.shape[:2]
@@ -70,7 +70,7 @@ class LabPixels:
     def stream(self, frames: Iterable[np.ndarray]) -> Iterator[torch.Tensor]:
         s = Encoder.stride
         for frame in frames:
-            rgb = torch.from_numpy(frame).to(self.device).permute(2, 0, 1).float().div_(255)
+            rgb = torch.tensor(frame, device=self.device).permute(2, 0, 1).float().div_(255)
             h, w = frame.shape[:2]
             lab = F.pad(rgb_to_lab(rgb[None]), (0, -w % s, 0, -h % s), mode="replicate")
             yield F.avg_pool2d(lab, s)[0]

@@ -138,16 +138,43 @@ def propagate(
         g0, g1 = row * per_row, min(queries.shape[0], (row + rows) * per_row)
         n_rows = (g1 - g0) // per_row
         q = queries[g0:g1]
-        parts, part_values = [], []
+        parts: list[tuple[torch.Tensor, torch.Tensor]] = []  # (G, Q, P, Nk) scores, (G, P, Nk, C)
         if global_first:
-            parts.append(dense_affinity(q, first_keys))
-            part_values.append(first_values.expand(len(q), -1, -1))
+            parts.append((dense_affinity(q, first_keys).unsqueeze(2),
+                          first_values.unsqueeze(1).expand(len(q), -1, -1, -1)))
         if local:
             scores = dense_affinity(q, windows(feats, tile, r, row * tile, n_rows))
             scores = scores.view(len(q), q.shape[1], len(local), -1)
-            parts.append(scores.masked_fill_(~mask[g0:g1], _FAR).flatten(2))
-            part_values.append(windows(labels, tile, r, row * tile, n_rows))
-        scores = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
-        values = part_values[0] if len(parts) == 1 else torch.cat(part_values, dim=1)
-        outputs.append(copy_soft(scores.div_(temperature), values, topk))
+            scores.masked_fill_(~mask[g0:g1], _FAR)
+            values = windows(labels, tile, r, row * tile, n_rows)
+            parts.append((scores, values.view(len(q), len(local), -1, values.shape[-1])))
+        outputs.append(_copy_parts(parts, temperature, topk))
     return untile(torch.cat(outputs), tile, h, w)
+
+
+def _copy_parts(parts: list[tuple[torch.Tensor, torch.Tensor]], temperature: float,
+                topk: int | None) -> torch.Tensor:
+    """`copy_soft` over the union of several reference sets, without concatenating them whole.
+
+    With top-k, each set first keeps its own k best (the k best of a union are among them), so
+    only k candidates per set and query are gathered. Returns (G, Q, C).
+    """
+    if topk is None:
+        scores = torch.cat([s.flatten(2) for s, _ in parts], dim=-1)
+        values = torch.cat([v.flatten(1, 2) for _, v in parts], dim=1)
+        return copy_soft(scores.div_(temperature), values)
+    candidates, picked = [], []
+    for scores, values in parts:  # scores (G, Q, P, Nk), values (G, P, Nk, C)
+        k = min(topk, scores.shape[-1])
+        top, index = scores.topk(k, dim=-1)
+        g, q, p = index.shape[:3]
+        rows = (torch.arange(g).view(g, 1, 1, 1) * p + torch.arange(p).view(1, 1, p, 1)) * (
+            values.shape[2])
+        flat = values.reshape(-1, values.shape[-1])
+        candidates.append(top.flatten(2))
+        picked.append(flat[(index + rows).flatten(2)])  # (G, Q, P*k, C)
+    scores = torch.cat(candidates, dim=-1)
+    values = torch.cat(picked, dim=2)
+    g, q, n, c = values.shape
+    out = copy_soft(scores.view(g * q, 1, n).div_(temperature), values.view(g * q, n, c), topk)
+    return out.view(g, q, c)

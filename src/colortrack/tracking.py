@@ -11,6 +11,7 @@ import collections
 import contextlib
 import importlib
 import itertools
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -24,6 +25,8 @@ from tqdm import tqdm
 from colortrack.annotations import read_mask, write_mask
 from colortrack.config import PropagationConfig
 from colortrack.errors import ColortrackError, UsageError
+from colortrack.heatmaps import decode_heatmaps, heatmaps
+from colortrack.io_utils import staged_dir
 from colortrack.keypoints import (
     Keypoints,
     check_in_image,
@@ -34,6 +37,7 @@ from colortrack.keypoints import (
 from colortrack.video import VideoReader, VideoWriter
 from colortrack.visualize import draw_points, overlay_mask
 
+log = logging.getLogger(__name__)
 METHODS = ("model", "identity", "flow", "pixels", "random")
 Video = str | Path | Iterable[np.ndarray]
 
@@ -126,12 +130,13 @@ class Tracker:
         return cls(make_propagator(method, model=path, propagation=propagation, device=device))
 
     def _propagate(
-        self, video: Video, labels_of: Callable[[np.ndarray], np.ndarray]
+        self, video: Video, labels_of: Callable[[np.ndarray], np.ndarray], empty: str
     ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Yield (index, frame, soft labels) for every frame; labels_of(frame 0) gives frame 0's.
 
         Propagators may read ahead (a temporal head needs the next frame), so frames wait in
         `pending` until their labels come out: the i-th prediction goes with the i-th frame read.
+        `empty` is the error message for a video without frames.
         """
         pending: collections.deque[np.ndarray] = collections.deque()
 
@@ -144,7 +149,7 @@ class Tracker:
             iterator = record(frames)
             first = next(iterator, None)
             if first is None:
-                raise ColortrackError("the video has no frames (from the annotated frame on)")
+                raise ColortrackError(empty)
             if first.ndim != 3 or first.shape[2] != 3 or first.dtype != np.uint8:
                 raise ColortrackError(f"frames must be (H, W, 3) uint8 RGB, got {first.shape}")
             labels = labels_of(pending.popleft())
@@ -156,13 +161,15 @@ class Tracker:
                 yield index, pending.popleft(), soft
 
     def track_frames(
-        self, video: Video, first_mask: np.ndarray | str | Path
+        self, video: Video, first_mask: np.ndarray | str | Path, *, source: str | Path = ""
     ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """Like `track`, also yielding each frame: (index, frame, (H, W) uint8 ids)."""
-        ids = np.asarray(
-            read_mask(first_mask) if isinstance(first_mask, str | Path) else first_mask
-        )
-        source = str(first_mask) if isinstance(first_mask, str | Path) else "first mask"
+        """Like `track`, also yielding each frame: (index, frame, (H, W) uint8 ids).
+
+        `source` names a mask given as an array in error messages (its file, say).
+        """
+        path = isinstance(first_mask, str | Path)
+        ids = np.asarray(read_mask(first_mask) if path else first_mask)
+        source = str(first_mask) if path else str(source or "first mask")
         if ids.ndim != 2 or ids.dtype != np.uint8:
             raise ColortrackError(
                 f"{source}: a mask must be a 2-D uint8 id map, got {ids.shape} {ids.dtype}"
@@ -180,7 +187,8 @@ class Tracker:
                 )
             return (ids[None] == lookup[:, None, None]).astype(np.float32)
 
-        for index, frame, soft in self._propagate(video, labels_of):
+        empty = f"{_name(video)}: the video has no frames"
+        for index, frame, soft in self._propagate(video, labels_of, empty):
             yield index, frame, ids if index == 0 else lookup[soft.argmax(0)]
 
     def track(
@@ -191,19 +199,23 @@ class Tracker:
             yield index, ids
 
     def track_points_frames(
-        self, video: Video, points: Keypoints, *, start: int = 0
+        self, video: Video, points: Keypoints, *, start: int = 0, source: str | Path = "keypoints"
     ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
-        """(index, frame, xy, visible) from frame `start` (the annotated one) on."""
+        """(index, frame, xy, visible) from frame `start` (the annotated one) on.
+
+        `source` names the points (their file) in error messages.
+        """
         xy0 = np.asarray(points.xy, dtype=np.float32).reshape(-1, 2)
         visible0 = np.asarray(points.visible, dtype=bool).reshape(-1)
 
         def labels_of(frame: np.ndarray) -> np.ndarray:
-            check_in_image(points, frame.shape[1], frame.shape[0], "keypoints")
+            check_in_image(points, frame.shape[1], frame.shape[0], source)
             return heatmaps(xy0, visible0, frame.shape[:2], self.sigma)
 
+        empty = f"{source}: annotates frame {start} but {_name(video)} has no frame {start}"
         with _open(video) as frames:
             rest = itertools.islice(frames, start, None)
-            for index, frame, soft in self._propagate(rest, labels_of):
+            for index, frame, soft in self._propagate(rest, labels_of, empty):
                 decoded = decode_heatmaps(soft, self.visible_threshold, fallback=xy0)
                 xy, visible = (xy0, visible0) if index == 0 else decoded
                 yield start + index, frame, xy, visible
@@ -215,8 +227,10 @@ class Tracker:
 
         Points read from a file start at the frame the file names; earlier frames are skipped.
         """
-        start, points = _load_points(points)
-        for index, _, xy, visible in self.track_points_frames(video, points, start=start):
+        start, keypoints = _load_points(points)
+        source = points if isinstance(points, str | Path) else "keypoints"
+        run = self.track_points_frames(video, keypoints, start=start, source=source)
+        for index, _, xy, visible in run:
             yield index, xy, visible
 
 
@@ -226,40 +240,10 @@ def _load_points(points: Keypoints | str | Path) -> tuple[int, Keypoints]:
     return 0, points
 
 
-def heatmaps(
-    xy: np.ndarray, visible: np.ndarray, shape: tuple[int, int], sigma: float
-) -> np.ndarray:
-    """(N+1, H, W) labels: channel 0 background, then one Gaussian (peak 1) per visible point."""
-    xy = np.asarray(xy, dtype=np.float32).reshape(-1, 2)
-    gx = np.exp(-((np.arange(shape[1], dtype=np.float32) - xy[:, :1]) ** 2) / (2 * sigma**2))
-    gy = np.exp(-((np.arange(shape[0], dtype=np.float32) - xy[:, 1:]) ** 2) / (2 * sigma**2))
-    maps = gy[:, :, None] * gx[:, None, :] * np.asarray(visible, dtype=np.float32)[:, None, None]
-    background = 1.0 - maps.max(axis=0, initial=0.0)
-    return np.concatenate([background[None], maps]).astype(np.float32)
-
-
-def decode_heatmaps(
-    labels: np.ndarray, threshold: float, *, fallback: np.ndarray, top: int = 3
-) -> tuple[np.ndarray, np.ndarray]:
-    """Point locations as the heat-weighted mean of each map's `top` hottest pixels (CRW).
-
-    The hottest pixels lie in the `top` rows with the highest maxima, so only those rows are
-    searched (argpartition over whole maps is slow on their many equal zeros). A point whose
-    map is empty keeps its `fallback` position; visibility is peak > threshold.
-    """
-    maps = labels[1:]
-    n, h, w = maps.shape
-    row_max = maps.max(axis=2)
-    rows = np.argpartition(row_max, -min(top, h), axis=1)[:, -min(top, h) :]
-    candidates = np.take_along_axis(maps, rows[:, :, None], axis=1).reshape(n, -1)
-    best = np.argpartition(candidates, -top, axis=1)[:, -top:]
-    weights = np.clip(np.take_along_axis(candidates, best, axis=1), 0.0, None)
-    total = weights.sum(axis=1)
-    weights = weights / np.where(total > 0, total, 1.0)[:, None]
-    x = (weights * (best % w)).sum(axis=1)
-    y = (weights * np.take_along_axis(rows, best // w, axis=1)).sum(axis=1)
-    xy = np.where((total > 0)[:, None], np.stack([x, y], axis=1), fallback).astype(np.float32)
-    return xy, row_max.max(axis=1) > threshold
+def _name(video: Video) -> str:
+    """A video's path for error messages (frames given as arrays have none)."""
+    path = getattr(video, "path", video)
+    return str(path) if isinstance(path, str | Path) else "the video"
 
 
 @dataclass(frozen=True)
@@ -278,35 +262,31 @@ _OUTPUTS = re.compile(r"^(\d{5}\.png|overlay\.mp4|points\.json|points\.csv)$")
 def _writing(
     video: Video, out_dir: str | Path, overwrite: bool, progress: bool
 ) -> Iterator[tuple[Path, Video, Any, tqdm]]:
-    """Open the video (for its rate and length), then the output folder, overlay and progress.
+    """Open the video (for its rate and length), then a staging folder, the overlay and progress.
 
-    Earlier outputs are only replaced with `overwrite`; a folder this call created is removed
-    again if the run fails before writing anything into it.
+    Outputs go to a hidden folder that moves into OUT only when the whole run succeeds, so a
+    failed or interrupted run leaves OUT as it was. Earlier outputs are only replaced with
+    `overwrite`, and never deleted.
     """
-    out, created = Path(out_dir), False
-    try:
-        with contextlib.ExitStack() as stack:
-            fps, total = 24.0, None
-            if isinstance(video, str | Path):
-                video = stack.enter_context(VideoReader(video))
-                fps, total = video.info.fps or fps, video.info.num_frames
-            if out.exists() and not out.is_dir():
-                raise ColortrackError(f"{out}: exists and is not a folder")
-            ours = sorted(p.name for p in out.glob("*") if _OUTPUTS.match(p.name))
-            if ours and not overwrite:
-                raise ColortrackError(
-                    f"{out}: already holds tracking outputs ({ours[0]}, ...); "
-                    "pass --overwrite (overwrite=True) to replace them"
-                )
-            created = not out.exists()
-            out.mkdir(parents=True, exist_ok=True)
-            writer = stack.enter_context(VideoWriter(out / "overlay.mp4", fps))
-            bar = stack.enter_context(tqdm(total=total, unit="frame", disable=not progress))
-            yield out, video, writer, bar
-    except BaseException:
-        if created and not any(out.iterdir()):
-            out.rmdir()
-        raise
+    out = Path(out_dir)
+    with contextlib.ExitStack() as stack:
+        fps, total = 24.0, None
+        if isinstance(video, str | Path):
+            video = stack.enter_context(VideoReader(video))
+            fps, total = video.info.fps or fps, video.info.num_frames
+        earlier = sorted(p.name for p in out.glob("*") if _OUTPUTS.match(p.name))
+        if earlier and not overwrite:
+            raise ColortrackError(
+                f"{out}: already holds tracking outputs ({earlier[0]}, ...); "
+                "pass --overwrite (overwrite=True) to replace them"
+            )
+        stage = stack.enter_context(staged_dir(out))
+        writer = stack.enter_context(VideoWriter(stage / "overlay.mp4", fps))
+        bar = stack.enter_context(tqdm(total=total, unit="frame", disable=not progress))
+        yield stage, video, writer, bar
+        kept = [n for n in earlier if n != "overlay.mp4" and not (stage / n).exists()]
+        if kept:
+            log.warning("%s: %d earlier outputs (%s, ...) not replaced", out, len(kept), kept[0])
 
 
 def track_to_dir(
@@ -320,13 +300,13 @@ def track_to_dir(
 ) -> TrackSummary:
     """Write OUT/<00000>.png palette masks at the input size and OUT/overlay.mp4."""
     started, count = time.perf_counter(), 0
-    with _writing(video, out_dir, overwrite, progress) as (out, frames, writer, bar):
+    with _writing(video, out_dir, overwrite, progress) as (stage, frames, writer, bar):
         for index, frame, ids in tracker.track_frames(frames, first_mask):
-            write_mask(out / f"{index:05d}.png", ids)
+            write_mask(stage / f"{index:05d}.png", ids)
             writer.write(overlay_mask(frame, ids))
             count += 1
             bar.update()
-    return TrackSummary(out, count, time.perf_counter() - started)
+    return TrackSummary(Path(out_dir), count, time.perf_counter() - started)
 
 
 def track_points_to_dir(
@@ -339,13 +319,15 @@ def track_points_to_dir(
     progress: bool = True,
 ) -> TrackSummary:
     """Write OUT/points.json, OUT/points.csv and OUT/overlay.mp4 with the skeleton drawn."""
-    start, points = _load_points(points)
+    start, keypoints = _load_points(points)
+    source = points if isinstance(points, str | Path) else "keypoints"
     started, track = time.perf_counter(), []
-    with _writing(video, out_dir, overwrite, progress) as (out, frames, writer, bar):
-        for index, frame, xy, visible in tracker.track_points_frames(frames, points, start=start):
+    with _writing(video, out_dir, overwrite, progress) as (stage, frames, writer, bar):
+        run = tracker.track_points_frames(frames, keypoints, start=start, source=source)
+        for index, frame, xy, visible in run:
             track.append((index, xy, visible))
-            writer.write(draw_points(frame, xy, visible, points.skeleton))
+            writer.write(draw_points(frame, xy, visible, keypoints.skeleton))
             bar.update()
-    write_track_json(out / "points.json", points.names, points.skeleton, track)
-    write_track_csv(out / "points.csv", points.names, track)
-    return TrackSummary(out, len(track), time.perf_counter() - started)
+        write_track_json(stage / "points.json", keypoints.names, keypoints.skeleton, track)
+        write_track_csv(stage / "points.csv", keypoints.names, track)
+    return TrackSummary(Path(out_dir), len(track), time.perf_counter() - started)

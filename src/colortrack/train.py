@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import logging
 import math
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -23,20 +21,18 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from colortrack.checkpoint import load_model, save_model
+from colortrack.checkpoint import Checkpoints, load_model, load_optimizer, read_state
 from colortrack.clips import ClipDataset, find_videos
 from colortrack.color import kmeans, lab_to_rgb, quantize, rgb_to_lab
 from colortrack.config import ModelConfig, TrainConfig, from_dict, override, preset, to_dict
 from colortrack.errors import ColortrackError, UsageError
-from colortrack.io_utils import atomic_path, atomic_write_bytes
+from colortrack.io_utils import atomic_path
 from colortrack.model import Encoder, colorization_loss
 
 log = logging.getLogger(__name__)
-KEEP_CHECKPOINTS = 2
 
 
 def to_lab_batch(clips: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,51 +110,6 @@ def save_preview(path: Path, lightness: torch.Tensor, probs: torch.Tensor,
             tmp, format="PNG")
 
 
-class Checkpoints:
-    """ckpt-<step>/ folders written under a temporary name, then renamed; `latest` points."""
-
-    def __init__(self, out: Path) -> None:
-        self.out = out
-
-    def latest(self) -> Path | None:
-        pointer = self.out / "latest"
-        if not pointer.is_file():
-            return None
-        folder = self.out / pointer.read_text().strip()
-        if not (folder / "state.json").is_file():
-            raise ColortrackError(f"{folder}: checkpoint named by {pointer} is incomplete")
-        return folder
-
-    def save(self, encoder: Encoder, centroids: torch.Tensor, optimizer: torch.optim.Optimizer,
-             state: dict) -> None:
-        name = f"ckpt-{state['step']:08d}"
-        tmp = self.out / f".{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        save_model(tmp / "model.safetensors", encoder, centroids, step=state["step"])
-        opt = optimizer.state_dict()
-        tensors = {f"{i}.{k}": v.contiguous() for i, s in opt["state"].items()
-                   for k, v in s.items() if torch.is_tensor(v)}
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        (tmp / "state.json").write_text(json.dumps(state, indent=1))
-        shutil.rmtree(self.out / name, ignore_errors=True)
-        os.replace(tmp, self.out / name)
-        atomic_write_bytes(self.out / "latest", name.encode())
-        shutil.copyfile(self.out / name / "model.safetensors", self.out / ".model.tmp")
-        os.replace(self.out / ".model.tmp", self.out / "model.safetensors")
-        for old in sorted(self.out.glob("ckpt-*"))[:-KEEP_CHECKPOINTS]:
-            shutil.rmtree(old)
-
-    @staticmethod
-    def load_optimizer(folder: Path, optimizer: torch.optim.Optimizer) -> None:
-        tensors = load_file(str(folder / "optimizer.safetensors"))
-        opt = optimizer.state_dict()
-        for key, value in tensors.items():
-            index, name = key.split(".", 1)
-            opt["state"].setdefault(int(index), {})[name] = value
-        optimizer.load_state_dict(opt)
-
-
 class MetricsLog:
     """metrics.csv, one row per logged step; on resume, rows past the checkpoint are dropped."""
 
@@ -169,7 +120,8 @@ class MetricsLog:
         rows = []
         if path.is_file() and resume_step > 0:
             with path.open() as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+                rows = [r for r in csv.DictReader(f)  # a killed run may leave a cut row
+                        if (r["step"] or "").isdigit() and int(r["step"]) <= resume_step]
         self.path = path
         with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, self.columns)
@@ -196,32 +148,44 @@ def _setup_distributed(device: str) -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
-def resolve_configs(preset_name: str, resume_state: dict | None, steps: int | None,
+def resolve_configs(preset_name: str | None, resume_state: dict | None, steps: int | None,
                     batch: int | None, lr: float | None, overrides: list[str]
                     ) -> tuple[ModelConfig, TrainConfig]:
     """The preset (or the resumed run's saved configs) with command-line changes applied."""
     if resume_state is not None:
+        saved = resume_state.get("preset")
+        if preset_name not in (None, saved):
+            raise UsageError(f"the run to resume was trained with preset {saved!r}, not "
+                             f"{preset_name!r}; leave out --preset or choose another --out")
         model_cfg = from_dict(ModelConfig, resume_state["model_config"])
         cfg = from_dict(TrainConfig, resume_state["train_config"])
     else:
-        chosen = preset(preset_name)
+        chosen = preset(preset_name or "cpu")
         model_cfg, cfg = chosen.model, chosen.train
     cfg = override(cfg, overrides)
     direct = {"steps": steps, "batch": batch, "lr": lr}
-    return model_cfg, override(cfg, [f"{k}={v}" for k, v in direct.items() if v is not None])
+    cfg = override(cfg, [f"{k}={v}" for k, v in direct.items() if v is not None])
+    if cfg.batch < 1 or cfg.steps < 1 or not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise UsageError(f"batch and steps must be >= 1 and lr > 0, got {cfg.batch}, "
+                         f"{cfg.steps}, {cfg.lr}")
+    return model_cfg, cfg
 
 
-def run(videos: list[str | Path], *, preset: str = "cpu", out: str | Path, steps: int | None = None,
-        batch: int | None = None, lr: float | None = None, resume: bool = False,
-        overrides: list[str] | None = None, device: str = "cpu", progress: bool = True) -> Path:
-    """Train an encoder by colorization on `videos`; returns the run folder."""
+def run(videos: list[str | Path], *, preset: str | None = None, out: str | Path,
+        steps: int | None = None, batch: int | None = None, lr: float | None = None,
+        resume: bool = False, overrides: list[str] | None = None, device: str = "cpu",
+        progress: bool = True) -> Path:
+    """Train an encoder by colorization on `videos`; returns the run folder.
+
+    `preset` defaults to 'cpu' for a new run and to the run's own when resuming.
+    """
     out = Path(out)
     checkpoints = Checkpoints(out)
     latest = checkpoints.latest() if out.is_dir() else None
     if latest is not None and not resume:
         raise UsageError(f"{out} already holds a training run; pass --resume to continue it "
                          "or choose another --out")
-    state = json.loads((latest / "state.json").read_text()) if latest and resume else None
+    state = read_state(latest) if latest and resume else None
     model_cfg, cfg = resolve_configs(preset, state, steps, batch, lr, overrides or [])
     rank, world, dev = _setup_distributed(device)
     if cfg.batch % world:
@@ -242,6 +206,8 @@ def run(videos: list[str | Path], *, preset: str = "cpu", out: str | Path, steps
 
     if latest is not None and state is not None:
         encoder, centroids, _ = load_model(latest / "model.safetensors")
+        if encoder.cfg != model_cfg:
+            raise ColortrackError(f"{latest}: model.safetensors does not match state.json")
         encoder.train()
     else:
         centroids = kmeans(sample_ab(dataset, cfg.kmeans_pixels, cfg.seed), model_cfg.num_colors,
@@ -257,7 +223,7 @@ def run(videos: list[str | Path], *, preset: str = "cpu", out: str | Path, steps
     optimizer = torch.optim.Adam(encoder.parameters(), lr=learning_rate(cfg, start),
                                  weight_decay=cfg.weight_decay)
     if latest is not None and state is not None:
-        Checkpoints.load_optimizer(latest, optimizer)
+        load_optimizer(latest / "optimizer.safetensors", optimizer)
 
     # Sample index of rank r at step s, item j: (s * world + r) * per_rank + j.
     dataset.length = 10**9
@@ -273,7 +239,7 @@ def run(videos: list[str | Path], *, preset: str = "cpu", out: str | Path, steps
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     state_doc = {"model_config": to_dict(model_cfg), "train_config": to_dict(cfg),
-                 "preset": state["preset"] if state else preset, "world": world}
+                 "preset": state["preset"] if state else preset or "cpu", "world": world}
 
     def checkpoint(step: int) -> None:
         if rank == 0:

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from colortrack.errors import ColortrackError, UsageError
-from colortrack.io_utils import atomic_path
+from colortrack.io_utils import IMAGE_ERRORS, atomic_path, reason, shown
 
 VIDEO_EXTENSIONS: frozenset[str] = frozenset(
     ".mp4 .avi .mkv .mov .mpg .mpeg .webm .m4v .wmv .flv .ts .mts .m2ts .3gp .ogv .y4m".split()
@@ -53,19 +53,9 @@ def natural_key(name: str) -> list[Any]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
-def _shown(path: Path) -> bool:
-    """Whether a path's own name is not hidden (dot names include unfinished atomic writes)."""
-    return not path.name.startswith(".")
-
-
-def _reason(error: Exception) -> str:
-    """FFmpeg's reason without the errno and file name PyAV adds (the caller names the file)."""
-    return getattr(error, "strerror", None) or str(error)
-
-
 def _frame_files(folder: Path) -> list[Path]:
     """Image files of a folder in natural order; dot files (unfinished writes) are skipped."""
-    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and _shown(p)]
+    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and shown(p)]
     return sorted((p for p in files if p.is_file()), key=lambda p: natural_key(p.name))
 
 
@@ -73,8 +63,8 @@ def _read_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
-    except (OSError, ValueError) as error:
-        raise ColortrackError(f"{path}: cannot read image ({_reason(error)})") from None
+    except IMAGE_ERRORS as error:
+        raise ColortrackError(f"{path}: cannot read image ({reason(error)})") from None
 
 
 def _output_size(width: int, height: int, size: Any, short_side: int | None) -> tuple[int, int]:
@@ -104,7 +94,7 @@ def _open_container(path: Path) -> Any:
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except _AV_ERRORS as error:
-        raise ColortrackError(f"{path}: not a readable video ({_reason(error)})") from None
+        raise ColortrackError(f"{path}: not a readable video ({reason(error)})") from None
     if not container.streams.video:
         container.close()
         raise ColortrackError(f"{path}: no video stream")
@@ -128,7 +118,7 @@ def _decoded(path: Path, container: Any) -> Iterator[Timed]:
             yield (frame.pts * Fraction(frame.time_base) if known else index * period), frame
             index += 1
     except _AV_ERRORS as error:
-        raise ColortrackError(f"{path}: decode error at frame {index} ({_reason(error)})") from None
+        raise ColortrackError(f"{path}: decode error at frame {index} ({reason(error)})") from None
 
 
 def _nearest(
@@ -296,7 +286,7 @@ def read_clip(
         picked = _nearest(frames, first, Fraction(step), _period(stream), False)
         clip = [frame.to_ndarray(format="rgb24") for frame in itertools.islice(picked, count)]
     except _AV_ERRORS as error:
-        raise ColortrackError(f"{path}: cannot seek to {start:.3f} s ({_reason(error)})") from None
+        raise ColortrackError(f"{path}: cannot seek to {start:.3f} s ({reason(error)})") from None
     finally:
         with contextlib.suppress(*_AV_ERRORS):
             container.close()
@@ -310,7 +300,7 @@ def read_clip(
 
 
 def _is_video_file(path: Path) -> bool:
-    return path.suffix.lower() in VIDEO_EXTENSIONS and _shown(path)
+    return path.suffix.lower() in VIDEO_EXTENSIONS and shown(path)
 
 
 def list_videos(root: str | Path) -> list[Path]:
@@ -324,7 +314,7 @@ def list_videos(root: str | Path) -> list[Path]:
         raise ColortrackError(f"{root}: no such file or folder")
     if root.is_file():
         return [root] if _is_video_file(root) else []
-    entries = [p for p in root.rglob("*") if all(map(_shown, [p, *p.relative_to(root).parents]))]
+    entries = [p for p in root.rglob("*") if all(map(shown, [p, *p.relative_to(root).parents]))]
     found = [p for p in entries if _is_video_file(p) and p.is_file()]
     folders = sorted([root, *(p for p in entries if p.is_dir())], key=lambda p: -len(p.parts))
     for folder in folders:  # deepest first, so frame folders inside count as videos
@@ -342,6 +332,8 @@ class VideoWriter:
         self.path, self._fps, self._crf = Path(path), _exact(fps), crf
         if not self.path.parent.is_dir():
             raise ColortrackError(f"{self.path}: output folder does not exist")
+        if self.path.is_dir():
+            raise ColortrackError(f"{self.path}: is a folder; name the output video file")
         self._atomic = atomic_path(self.path)
         self._tmp = self._atomic.__enter__()
         self._container: Any = None
@@ -374,7 +366,7 @@ class VideoWriter:
 
     def _fail(self, what: str, error: Exception) -> None:
         self.abort()
-        raise ColortrackError(f"{self.path}: {what} ({_reason(error)})") from None
+        raise ColortrackError(f"{self.path}: {what} ({reason(error)})") from None
 
     def close(self) -> None:
         """Flush the encoder and move the finished file into place; safe to call twice."""

@@ -1,0 +1,188 @@
+"""End-to-end tracking speed at 480p, with a per-stage breakdown (wall time per frame).
+
+    python benchmarks/bench_tracking.py                      # DAVIS `dog`, model + flow + identity
+    python benchmarks/bench_tracking.py --quick              # first 12 frames (< 1 minute)
+    python benchmarks/bench_tracking.py --sequence parkour --frames 40 --set context=10
+    python benchmarks/bench_tracking.py --video clip.mp4 --mask first.png --methods model
+
+The real code path is timed (`Tracker.track_frames`, then `write_mask` as `colortrack track`
+does), with timers wrapped around its stages: decode (JPEG/PyAV), encoder (Lab + trunk + one
+cached head step, `FrameEncoder.step`), copy (`propagation.propagate`), upsample
+(`learned.grid_to_labels`) and argmax + PNG (the rest of `track_frames`, then `write_mask`).
+For `flow` and `identity` the whole propagator step is in the `propagate` column. Wall times are
+noisy when other jobs share the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import functools
+import itertools
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+import colortrack.learned as learned
+from colortrack.annotations import read_mask, write_mask
+from colortrack.config import PropagationConfig, override
+from colortrack.davis import DavisDataset
+from colortrack.metrics import VOID_ID
+from colortrack.tracking import Tracker
+from colortrack.video import VideoReader
+
+ROOT = Path(__file__).resolve().parents[1]
+DAVIS = ROOT.parent / "shared" / "data" / "davis2016-dev"
+STAGES = ("decode", "encoder", "copy", "upsample", "argmax+png")
+
+
+class Timers:
+    """Exclusive seconds per stage: a timed region nested in another is not counted twice."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.seconds: dict[str, float] = collections.defaultdict(float)
+        self.cuda = device.type == "cuda"
+        self._inner: list[float] = []  # time of nested regions, per open region
+
+    def now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    @contextlib.contextmanager
+    def region(self, stage: str) -> Iterator[None]:
+        start = self.now()
+        self._inner.append(0.0)
+        try:
+            yield
+        finally:
+            elapsed = self.now() - start
+            self.seconds[stage] += elapsed - self._inner.pop()
+            if self._inner:
+                self._inner[-1] += elapsed
+
+    def wrap(self, stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """`fn` with its calls timed into `stage`."""
+
+        @functools.wraps(fn)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            with self.region(stage):
+                return fn(*args, **kwargs)
+
+        return timed
+
+    def iterate(self, stage: str, items: Iterator[Any]) -> Iterator[Any]:
+        """`items` with each `next` timed into `stage` (generators run lazily, inside next)."""
+        while True:
+            with self.region(stage):
+                item = next(items, _END)
+            if item is _END:
+                return
+            yield item
+
+
+_END = object()
+
+
+def davis_inputs(root: Path, sequence: str) -> tuple[list[Path], np.ndarray]:
+    """Frame paths and the first mask (void pixels as background, as `bench davis` does)."""
+    dataset = DavisDataset(root, sequences=[sequence])
+    first = dataset.first_mask(sequence)
+    first[first == VOID_ID] = 0
+    return dataset.frame_paths(sequence), first
+
+
+def decoded(source: list[Path] | Path, limit: int | None) -> Iterator[np.ndarray]:
+    """Frames decoded one at a time (JPEG files or a video file)."""
+    if isinstance(source, list):
+        for path in source[:limit]:
+            with Image.open(path) as image:
+                yield np.asarray(image.convert("RGB"))
+        return
+    with VideoReader(source) as reader:
+        yield from itertools.islice(iter(reader), limit)
+
+
+def run(method: str, source: list[Path] | Path, mask: np.ndarray, limit: int | None,
+        propagation: PropagationConfig | None, device: str) -> tuple[int, float, dict[str, float]]:
+    """Track and write PNGs; returns (frames, wall seconds, exclusive seconds per stage)."""
+    tracker = Tracker.from_pretrained(method=method, propagation=propagation, device=device)
+    timers = Timers(torch.device(device))
+    propagator: Any = tracker.propagator
+    saved = learned.propagate, learned.grid_to_labels
+    if method == "model":
+        propagator.frames.step = timers.wrap("encoder", propagator.frames.step)
+        learned.propagate = timers.wrap("copy", learned.propagate)
+        learned.grid_to_labels = timers.wrap("upsample", learned.grid_to_labels)
+    else:  # flow / identity: the whole propagator step goes under `copy`
+        method_fn = propagator.propagate
+        propagator.propagate = lambda *a: timers.iterate("copy", method_fn(*a))
+    count = 0
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            started = timers.now()
+            frames = timers.iterate("decode", decoded(source, limit))
+            for index, _, ids in timers.iterate("argmax+png", tracker.track_frames(frames, mask)):
+                with timers.region("argmax+png"):
+                    write_mask(Path(out) / f"{index:05d}.png", ids)
+                count += 1
+            wall = timers.now() - started
+    finally:
+        learned.propagate, learned.grid_to_labels = saved
+    return count, wall, dict(timers.seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--davis", type=Path, default=DAVIS, help="DAVIS root")
+    parser.add_argument("--sequence", default="dog", help="DAVIS sequence (default dog)")
+    parser.add_argument("--video", type=Path, help="a video file instead of DAVIS (needs --mask)")
+    parser.add_argument("--mask", type=Path, help="first-frame mask PNG for --video")
+    parser.add_argument("--frames", type=int, help="use only the first N frames")
+    parser.add_argument("--methods", default="model,flow,identity", help="comma-separated")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="propagation setting for the model (repeatable)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--quick", action="store_true", help="first 12 frames only")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    limit = args.frames or (12 if args.quick else None)
+    if args.video is not None:
+        if args.mask is None:
+            parser.error("--video needs --mask")
+        source: list[Path] | Path = args.video
+        mask, name = read_mask(args.mask), args.video.name
+    else:
+        source, mask = davis_inputs(args.davis, args.sequence)
+        name = f"DAVIS {args.sequence}"
+    propagation = override(PropagationConfig(), args.set)
+    h, w = mask.shape
+    print(f"{name}, {w}x{h}, {limit or 'all'} frames, device {args.device}, "
+          f"{torch.get_num_threads()} torch threads; {propagation}")
+    print("ms per frame (frame 0 included; end-to-end = wall time / frames):")
+    head = f"{'method':<9}" + "".join(f"{c:>11}" for c in STAGES)
+    print(head + f"{'sum':>9}{'end-to-end':>12}{'frames/s':>10}")
+    for method in args.methods.split(","):
+        settings = propagation if method == "model" else None
+        count, wall, seconds = run(method, source, mask, limit, settings, args.device)
+        cells = [seconds.get(c, 0.0) for c in STAGES]
+        text = "".join(f"{1e3 * v / count:>11.1f}" if v else f"{'-':>11}" for v in cells)
+        print(f"{method:<9}{text}{1e3 * sum(cells) / count:>9.1f}"
+              f"{1e3 * wall / count:>12.1f}{count / wall:>10.2f}", flush=True)
+    if any(m != "model" for m in args.methods.split(",")):
+        print("flow / identity: their whole propagator step is under `copy`.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""The learned propagator end to end on small clips: shipped model, pixel baseline, CLI paths."""
+
+import numpy as np
+import pytest
+
+from colortrack.checkpoint import default_model_path
+from colortrack.cli import main
+from colortrack.config import PropagationConfig
+from colortrack.learned import LearnedPropagator
+from colortrack.tracking import Tracker
+from colortrack.video import VideoReader
+
+SMALL = PropagationConfig(context=3, topk=5, radius=4, temperature=0.05)
+
+
+def square_on_texture(frames=8, size=(72, 96), step=3):
+    """A red square sliding right over a gray texture, and its first-frame mask."""
+    rng = np.random.default_rng(0)
+    background = np.repeat(rng.integers(60, 160, size, dtype=np.uint8)[..., None], 3, axis=2)
+    video, masks = [], []
+    for t in range(frames):
+        frame, mask = background.copy(), np.zeros(size, np.uint8)
+        x = 10 + step * t
+        frame[24:48, x:x + 24] = (220, 30, 30)
+        mask[24:48, x:x + 24] = 1
+        video.append(frame)
+        masks.append(mask)
+    return video, masks
+
+
+def iou(a, b):
+    return (a & b).sum() / max((a | b).sum(), 1)
+
+
+def test_pixel_features_follow_a_colored_square():
+    video, masks = square_on_texture()
+    tracker = Tracker(LearnedPropagator.pixels(PropagationConfig(context=3, topk=5, radius=4,
+                                                                 temperature=50.0)))
+    results = list(tracker.track(iter(video), masks[0]))
+    assert len(results) == len(video)
+    assert iou(results[-1][1] == 1, masks[-1] == 1) > 0.7
+
+
+@pytest.mark.skipif(not default_model_path().is_file(), reason="no shipped model")
+def test_shipped_model_tracks_and_keeps_shapes(moving_video):
+    path, frames = moving_video
+    mask = np.zeros(frames[0].shape[:2], np.uint8)
+    mask[10:30, 20:40] = 1
+    tracker = Tracker.from_pretrained(propagation=SMALL)
+    out = list(tracker.track(path, mask))
+    assert [i for i, _ in out] == list(range(len(frames)))
+    assert all(ids.shape == mask.shape for _, ids in out)
+    assert (out[1][1] == 1).sum() > 0
+
+
+@pytest.mark.skipif(not default_model_path().is_file(), reason="no shipped model")
+def test_cli_model_track_colorize_embed(moving_video, tmp_path, tmp_path_factory):
+    path, frames = moving_video
+    from colortrack.annotations import write_mask
+
+    mask = np.zeros(frames[0].shape[:2], np.uint8)
+    mask[10:30, 20:40] = 1
+    write_mask(tmp_path / "first.png", mask)
+    assert main(["-q", "track", str(path), "--mask", str(tmp_path / "first.png"), "--out",
+                 str(tmp_path / "out"), "--set", "context=2", "--set", "radius=4"]) == 0
+    assert len(list((tmp_path / "out").glob("*.png"))) == len(frames)
+    from PIL import Image
+
+    Image.fromarray(frames[0]).save(tmp_path / "ref.png")
+    assert main(["-q", "colorize", str(path), "--reference", str(tmp_path / "ref.png"),
+                 "--out", str(tmp_path / "color.mp4")]) == 0
+    assert main(["-q", "embed", str(path), "--out", str(tmp_path / "embed.mp4")]) == 0
+    with VideoReader(tmp_path / "color.mp4") as video:
+        assert sum(1 for _ in video) == len(frames)
+    with VideoReader(tmp_path / "embed.mp4") as video:
+        assert video.info.width == 2 * frames[0].shape[1]

@@ -71,3 +71,17 @@ def test_two_process_ddp_on_cpu(videos, tmp_path):
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(rows(tmp_path / "ddp")) == 3
+
+
+@pytest.mark.parametrize("cache", [64, 0])
+def test_clip_dataset_reads_by_cache_or_by_seeking_and_skips_bad_videos(videos, tmp_path, cache):
+    from colortrack.clips import ClipDataset, find_videos
+    from colortrack.config import TrainConfig
+
+    (tmp_path / "broken.mp4").write_text("not a video")
+    cfg = TrainConfig(size=32, refs=3, fps=6, max_gap=2, cache_short_side=cache)
+    dataset = ClipDataset([*find_videos([videos]), tmp_path / "broken.mp4"], cfg, length=4)
+    assert dataset.skipped == 1
+    clip = dataset[3]
+    assert clip.shape == (4, 3, 32, 32) and clip.dtype.is_floating_point is False
+    assert (dataset[3] == clip).all()  # item i is a pure function of (seed, i)

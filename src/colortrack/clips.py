@@ -43,7 +43,7 @@ class ClipDataset(Dataset):
         self.length = length
         self.frames: list[np.ndarray] = []  # cached clips at cfg.fps, when caching
         self.videos: list[tuple[Path, float]] = []  # (path, duration) when seeking
-        skipped = 0
+        errors: list[ColortrackError] = []
         for path in videos:
             try:
                 if cfg.cache_short_side > 0:
@@ -57,12 +57,18 @@ class ClipDataset(Dataset):
                     if duration * cfg.fps >= self.span:
                         self.videos.append((path, duration))
             except ColortrackError as error:
-                skipped += 1
-                log.warning("skipping %s", error)
-        self.skipped = skipped
+                errors.append(error)
         sizes = [len(f) for f in self.frames] or [d * cfg.fps for _, d in self.videos]
-        if not sizes:
-            raise ColortrackError("none of the training videos is long enough to sample a clip")
+        if len(videos) == 1 and errors:
+            raise errors[0]
+        for error in errors:
+            log.warning("skipping %s", error)
+        if not sizes:  # one line naming the file when there is one
+            what = f"{videos[0]}: too short" if len(videos) == 1 else (
+                f"all {len(videos)} videos are unreadable or too short")
+            raise ColortrackError(f"{what} for a training clip of {self.span} frames at "
+                                  f"{cfg.fps:g} fps")
+        self.skipped = skipped = len(errors)
         self.weights = np.asarray(sizes, dtype=np.float64) / sum(sizes)
         log.info("%d training videos (%d skipped), %.0f frames at %g fps",
                  len(sizes), skipped, sum(sizes), cfg.fps)
@@ -85,11 +91,21 @@ class ClipDataset(Dataset):
             start = rng.randrange(len(frames) - (count - 1) * gap)
             clip = [frames[start + k * gap] for k in range(count)]
         else:
-            path, duration = self.videos[video]
-            step = gap / self.cfg.fps
-            start_time = rng.uniform(0, max(duration - (count - 1) * step - 0.05, 0))
-            clip = read_clip(path, start_time, count, step)
+            clip = self._seek_clip(video, gap, count, rng)
         return torch.from_numpy(self._augment(np.stack(clip), rng)).permute(0, 3, 1, 2)
+
+    def _seek_clip(self, video: int, gap: int, count: int, rng: random.Random) -> list:
+        """Decode a clip by seeking; a container's duration can be optimistic (frames missing at
+        the end), so a clip that runs past the real end is retried earlier in the video."""
+        path, duration = self.videos[video]
+        step = gap / self.cfg.fps
+        latest = max(duration - (count - 1) * step - 0.05, 0.0)
+        for _ in range(4):
+            try:
+                return read_clip(path, rng.uniform(0, latest), count, step)
+            except ColortrackError:
+                latest /= 2
+        return read_clip(path, 0.0, count, step)
 
     def _augment(self, clip: np.ndarray, rng: random.Random) -> np.ndarray:
         """Random scale/aspect crop + flip, identical for every frame of the clip."""

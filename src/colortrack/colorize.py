@@ -65,7 +65,7 @@ def colorize_video(video: str | Path, reference: str | Path, out: str | Path,
                    model: str | Path | None = None, device: str = "cpu",
                    progress: bool = True, overwrite: bool = False) -> Path:
     """Write OUT.mp4: the video's gray frames colored from one color frame."""
-    check_new_file(out, overwrite)
+    check_new_file(out, overwrite, inputs=(video, reference))
     encoder, centroids, _ = load_model(model)
     with VideoReader(video) as frames:
         ref = _read_reference(reference, frames.info.width, frames.info.height)
@@ -85,7 +85,7 @@ def embed_video(video: str | Path, out: str | Path, model: str | Path | None = N
     The projection and its color range are fitted on the first `fit_frames` frames and then
     kept, so a surface keeps its color over time.
     """
-    check_new_file(out, overwrite)
+    check_new_file(out, overwrite, inputs=(video,))
     encoder, _, _ = load_model(model)
     embed = FrameEncoder(encoder, device, normalize=True)
     with VideoReader(video) as frames, VideoWriter(out, frames.info.fps or 24.0) as writer:

@@ -55,6 +55,7 @@ class TrainConfig:
     holdout: tuple[str, ...] = ()  # video names (stem or file name) kept out for validation
     val_clips: int = 64
     val_every: int = 250
+    tensorboard: bool = False  # also log to RUN/tensorboard (pip install colortrack[tensorboard])
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ def staged_dir(out: str | Path) -> Iterator[Path]:
         out.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=".colortrack-", suffix=".tmp", dir=out))
     except OSError as error:
-        raise ColortrackError(f"{out}: cannot write into this folder ({reason(error)})") from None
+        raise ColortrackError(f"{out}: cannot use as output folder ({reason(error)})") from None
     try:
         yield stage
         for item in sorted(stage.iterdir()):
@@ -87,13 +87,17 @@ def staged_dir(out: str | Path) -> Iterator[Path]:
                 out.rmdir()  # only when empty: nothing else is ever removed
         if isinstance(error, OSError):
             raise ColortrackError(f"{out}: cannot write ({reason(error)})") from None
+        if isinstance(error, ColortrackError) and str(stage) in str(error):  # name the real file
+            raise type(error)(str(error).replace(str(stage), str(out))) from error
         raise
     stage.rmdir()
 
 
-def check_new_file(path: str | Path, overwrite: bool) -> None:
+def check_new_file(path: str | Path, overwrite: bool, inputs: tuple[str | Path, ...] = ()) -> None:
     """Refuse an output path that cannot or should not be written, before any work is done."""
     path = Path(path)
+    if any(Path(p).resolve() == path.resolve() for p in inputs):
+        raise ColortrackError(f"{path}: is an input of this command; choose another output")
     if path.is_dir():
         raise ColortrackError(f"{path}: is a folder; name the output file")
     if path.exists() and not overwrite:

@@ -260,15 +260,20 @@ _OUTPUTS = re.compile(r"^(\d{5}\.png|overlay\.mp4|points\.json|points\.csv)$")
 
 @contextlib.contextmanager
 def _writing(
-    video: Video, out_dir: str | Path, overwrite: bool, progress: bool
+    video: Video, out_dir: str | Path, overwrite: bool, progress: bool, annotation: object
 ) -> Iterator[tuple[Path, Video, Any, tqdm]]:
     """Open the video (for its rate and length), then a staging folder, the overlay and progress.
 
     Outputs go to a hidden folder that moves into OUT only when the whole run succeeds, so a
     failed or interrupted run leaves OUT as it was. Earlier outputs are only replaced with
-    `overwrite`, and never deleted.
+    `overwrite`, and never deleted; nor is an input (the video, the `annotation` file).
     """
     out = Path(out_dir)
+    for item in (video, annotation):
+        path = Path(item).resolve() if isinstance(item, str | Path) else None
+        here = path is not None and path.parent == out.resolve() and _OUTPUTS.match(path.name)
+        if here or path == out.resolve():
+            raise ColortrackError(f"{item}: is an input; choose an --out that holds no inputs")
     with contextlib.ExitStack() as stack:
         fps, total = 24.0, None
         if isinstance(video, str | Path):
@@ -300,7 +305,7 @@ def track_to_dir(
 ) -> TrackSummary:
     """Write OUT/<00000>.png palette masks at the input size and OUT/overlay.mp4."""
     started, count = time.perf_counter(), 0
-    with _writing(video, out_dir, overwrite, progress) as (stage, frames, writer, bar):
+    with _writing(video, out_dir, overwrite, progress, first_mask) as (stage, frames, writer, bar):
         for index, frame, ids in tracker.track_frames(frames, first_mask):
             write_mask(stage / f"{index:05d}.png", ids)
             writer.write(overlay_mask(frame, ids))
@@ -322,7 +327,7 @@ def track_points_to_dir(
     start, keypoints = _load_points(points)
     source = points if isinstance(points, str | Path) else "keypoints"
     started, track = time.perf_counter(), []
-    with _writing(video, out_dir, overwrite, progress) as (stage, frames, writer, bar):
+    with _writing(video, out_dir, overwrite, progress, points) as (stage, frames, writer, bar):
         run = tracker.track_points_frames(frames, keypoints, start=start, source=source)
         for index, frame, xy, visible in run:
             track.append((index, xy, visible))

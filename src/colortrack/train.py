@@ -133,6 +133,16 @@ class MetricsLog:
             csv.DictWriter(f, self.columns).writerow(row)
 
 
+def _tensorboard(out: Path):
+    """A TensorBoard writer, from the optional `tensorboard` extra."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UsageError("tensorboard=true needs TensorBoard: "
+                         "pip install 'colortrack[tensorboard]'") from None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
 def _setup_distributed(device: str) -> tuple[int, int, torch.device]:
     """Rank, world size and device; torchrun sets WORLD_SIZE/RANK/LOCAL_RANK."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -231,6 +241,7 @@ def run(videos: list[str | Path], *, preset: str | None = None, out: str | Path,
     loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=cfg.workers,
                         persistent_workers=cfg.workers > 0, pin_memory=dev.type == "cuda")
     metrics = MetricsLog(out / "metrics.csv", start) if rank == 0 else None
+    board = _tensorboard(out) if cfg.tensorboard and rank == 0 else None
 
     stop = {"signal": None}
 
@@ -281,6 +292,10 @@ def run(videos: list[str | Path], *, preset: str | None = None, out: str | Path,
                     row |= {k: f"{v:.5f}" for k, v in validate(
                         encoder, val_clips, centroids, prior, cfg.temperature).items()}
                 metrics.write(row)
+                if board is not None:
+                    for key, value in row.items():
+                        if key != "step":
+                            board.add_scalar(key, float(value), step)
                 tick, clips_seen = time.perf_counter(), 0
             if rank == 0 and step % cfg.preview_every == 0:
                 save_preview(out / "previews" / f"{step:08d}.png", lightness[0, -1].float().cpu(),

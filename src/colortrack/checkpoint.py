@@ -173,6 +173,16 @@ class Checkpoints:
             raise ColortrackError(f"{folder}: checkpoint named by {pointer} is incomplete")
         return folder
 
+    def clean(self) -> None:
+        """Remove what a killed run left half-written: the hidden temporary names it writes."""
+        patterns = (".ckpt-*.tmp", ".model.safetensors.*", ".latest.*", ".metrics.csv.*",
+                    "previews/.*.png.*")  # fmt: skip
+        for path in (p for pattern in patterns for p in self.out.glob(pattern)):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
     def save(self, encoder: Encoder, centroids: torch.Tensor, optimizer: torch.optim.Optimizer,
              state: dict) -> None:
         name = f"ckpt-{state['step']:08d}"
@@ -180,8 +190,7 @@ class Checkpoints:
             raise ColortrackError(f"weights became NaN or inf by step {state['step']}; stopped. "
                                   f"The last good checkpoint is kept in {self.out}")
         tmp = self.out / f".{name}.tmp"
-        for stale in self.out.glob(".ckpt-*.tmp"):  # left by a killed run
-            shutil.rmtree(stale)
+        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
             save_model(tmp / "model.safetensors", encoder, centroids, step=state["step"])

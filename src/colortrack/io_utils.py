@@ -34,11 +34,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
     except OSError as error:
         raise ColortrackError(f"{path}: cannot write ({reason(error)})") from None
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
     try:
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
         yield Path(tmp)
         os.replace(tmp, path)
     except BaseException as error:
@@ -63,14 +63,14 @@ def shown(path: Path) -> bool:
 def staged_dir(out: str | Path) -> Iterator[Path]:
     """Yield a hidden folder inside `out`; when the block succeeds its files move into `out`.
 
-    A run that fails or is interrupted removes that folder with everything in it, and `out` too
-    if this call created it: `out` gets a run's whole results or nothing, and no file the run
-    did not write is ever deleted.
+    A run that fails or is interrupted removes that folder with everything in it, and `out` (and
+    its parents) too if this call created them: `out` gets a run's whole results or nothing, and
+    no file the run did not write is ever deleted.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ColortrackError(f"{out}: exists and is not a folder")
-    created = not out.exists()
+    created = [p for p in (out, *out.parents) if not p.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=".colortrack-", suffix=".tmp", dir=out))
@@ -82,9 +82,9 @@ def staged_dir(out: str | Path) -> Iterator[Path]:
             os.replace(item, out / item.name)
     except BaseException as error:
         shutil.rmtree(stage, ignore_errors=True)
-        if created:
-            with contextlib.suppress(OSError):
-                out.rmdir()  # only when empty: nothing else is ever removed
+        with contextlib.suppress(OSError):
+            for folder in created:
+                folder.rmdir()  # only when empty: nothing else is ever removed
         if isinstance(error, OSError):
             raise ColortrackError(f"{out}: cannot write ({reason(error)})") from None
         if isinstance(error, ColortrackError) and str(stage) in str(error):  # name the real file

@@ -121,7 +121,8 @@ class MetricsLog:
         if path.is_file() and resume_step > 0:
             with path.open() as f:
                 rows = [r for r in csv.DictReader(f)  # a killed run may leave a cut row
-                        if (r["step"] or "").isdigit() and int(r["step"]) <= resume_step]
+                        if None not in r and None not in r.values()
+                        and int(r["step"]) <= resume_step]
         self.path = path
         with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, self.columns)
@@ -212,6 +213,7 @@ def run(videos: list[str | Path], *, preset: str | None = None, out: str | Path,
         val_clips = torch.stack([val_set[i] for i in range(cfg.val_clips)])
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        checkpoints.clean()
         (out / "previews").mkdir(exist_ok=True)
 
     if latest is not None and state is not None:

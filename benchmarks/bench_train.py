@@ -1,0 +1,148 @@
+"""Training speed per preset on this machine: clips/s of the training step and of the data.
+
+    python benchmarks/bench_train.py                    # presets cpu and paper
+    python benchmarks/bench_train.py --quick            # fewer steps and items (< 1 minute)
+    python benchmarks/bench_train.py --presets cpu --steps 10 --items 200
+
+Step: one training step as `colortrack train` does it (uint8 clips -> Lab + color classes,
+encoder forward, colorization loss, backward, Adam step) on random clips of the preset's size and
+refs, in train mode; `paper` uses a smaller batch on CPU (--paper-batch). Its FLOPs are counted
+once with torch's FlopCounterMode (forward + backward). Data: `ClipDataset(...)[i]` on
+../shared/data/train-videos with the preset's TrainConfig, in this process (training runs
+`workers` of these in parallel). Inference: trunk + one head step on a 480p frame, its GFLOPs
+from `model.gflops_per_frame`. "% of peak" compares achieved GFLOP/s with the best of 5 fp32
+2048x2048 matmuls. Timings are wall clock: noisy when other jobs share the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from colortrack.checkpoint import load_model
+from colortrack.clips import ClipDataset, find_videos
+from colortrack.config import preset
+from colortrack.model import Encoder, colorization_loss, gflops_per_frame
+from colortrack.train import to_lab_batch
+
+ROOT = Path(__file__).resolve().parents[1]
+VIDEOS = ROOT.parent / "shared" / "data" / "train-videos"
+
+
+def best_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1,
+                 budget: float = 0.0) -> float:
+    """The fastest of `repeats` timed calls after `warmup` untimed ones; cheap calls are
+    repeated further (up to 10) until `budget` seconds have been spent timing."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    while len(times) < repeats or (sum(times) < budget and len(times) < 10):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """Measured fp32 GFLOP/s of an n x n @ n x n matmul (best of `repeats`)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / best_seconds(lambda: a @ b, repeats) / 1e9
+
+
+def inference(encoder: Encoder, repeats: int) -> tuple[float, float]:
+    """(GFLOPs, seconds) of embedding one 480p frame: trunk + one head step."""
+    encoder.eval()
+    frame = torch.rand(1, 1, 480, 856) * 100
+
+    @torch.inference_mode()
+    def step() -> None:
+        encoder.head.step(encoder.features(frame), None)
+
+    gflops = gflops_per_frame(encoder)  # runs the encoder once: the warm-up
+    return gflops, best_seconds(step, repeats, warmup=0, budget=3.0)
+
+
+def training(name: str, batch: int, repeats: int) -> tuple[float, float]:
+    """(GFLOPs, seconds) of one training step of preset `name` at batch size `batch`."""
+    cfg = preset(name)
+    torch.manual_seed(0)
+    encoder = Encoder(cfg.model).train()
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=cfg.train.lr)
+    _, centroids, _ = load_model()  # the shipped model's 16 color clusters
+    shape = (batch, cfg.train.refs + 1, 3, cfg.train.size, cfg.train.size)
+    clips = torch.randint(0, 256, shape, dtype=torch.uint8)
+
+    def step() -> None:
+        lightness, classes = to_lab_batch(clips, centroids)
+        loss, _, _ = colorization_loss(encoder(lightness), classes, cfg.model.num_colors,
+                                       cfg.train.temperature)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops() / 1e9, best_seconds(step, repeats, warmup=0)
+
+
+def data(name: str, videos: list[Path], items: int) -> tuple[float, float]:
+    """(seconds to build the dataset, seconds per `dataset[i]`) for preset `name`."""
+    start = time.perf_counter()
+    dataset = ClipDataset(videos, preset(name).train, length=10**9)
+    built = time.perf_counter() - start
+    start = time.perf_counter()
+    for i in range(items):
+        dataset[i]
+    return built, (time.perf_counter() - start) / items
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", default="cpu,paper", help="comma-separated")
+    parser.add_argument("--paper-batch", type=int, help="batch for `paper` on CPU (default 4; "
+                        "--quick 1)")
+    parser.add_argument("--steps", type=int, help="timed training steps (best of; default 5)")
+    parser.add_argument("--items", type=int, help="dataset items to time (default 100)")
+    parser.add_argument("--videos", type=Path, default=VIDEOS, help="training videos folder")
+    parser.add_argument("--max-videos", type=int, help="use only the first N videos")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--quick", action="store_true",
+                        help="1 step, paper batch 1, 20 items, 8 videos")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    steps = args.steps or (1 if args.quick else 5)
+    items = args.items or (20 if args.quick else 100)
+    videos = find_videos([args.videos])[: args.max_videos or (8 if args.quick else None)]
+    peak = matmul_gflops()
+    print(f"{torch.get_num_threads()} torch threads; fp32 2048^3 matmul: {peak:.1f} GFLOP/s "
+          f"(best of 5) = 100% peak; training: best of {steps} steps; inference: best of "
+          f"{steps}+ (up to 10 within 3 s)")
+    print(f"{'preset':<7}{'params M':>9}{'GFLOP/480p':>11}{'ms/480p':>9}{'% peak':>7}"
+          f"{'batch':>7}{'GFLOP/step':>11}{'s/step':>8}{'clips/s':>8}{'% peak':>7}"
+          f"{'data build s':>13}{'data clips/s':>13}")
+    for name in args.presets.split(","):
+        encoder = Encoder(preset(name).model)
+        params = sum(p.numel() for p in encoder.parameters()) / 1e6
+        gflops, seconds = inference(encoder, steps)
+        paper_batch = args.paper_batch or (1 if args.quick else 4)
+        batch = paper_batch if name == "paper" else preset(name).train.batch
+        train_gflop, step_s = training(name, batch, steps)
+        built, per_item = data(name, videos, items)
+        print(f"{name:<7}{params:>9.2f}{gflops:>11.2f}{1e3 * seconds:>9.0f}"
+              f"{100 * gflops / seconds / peak:>7.1f}{batch:>7}{train_gflop:>11.1f}"
+              f"{step_s:>8.2f}{batch / step_s:>8.2f}{100 * train_gflop / step_s / peak:>7.1f}"
+              f"{built:>13.1f}{1 / per_item:>13.1f}", flush=True)
+    print(f"data: {len(videos)} videos from {args.videos}, {items} items, one process; "
+          "`cpu` decodes every video once at build (cache_short_side), `paper` seeks per clip")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from colortrack.annotations import read_mask, write_mask
 from colortrack.io_utils import atomic_write_bytes
-from colortrack.video import VideoReader, VideoWriter
+from colortrack.video import VideoReader
+from colortrack.video_writer import VideoWriter
 
 SEQUENCE, NUM_FRAMES, FPS, CRF = "dog", 30, 24, 20
 REPO = Path(__file__).resolve().parents[1]

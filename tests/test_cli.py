@@ -13,7 +13,7 @@ from PIL import Image
 from colortrack.annotations import write_mask
 from colortrack.cli import main
 from colortrack.keypoints import write_track_json
-from colortrack.video import VideoWriter
+from colortrack.video_writer import VideoWriter
 
 H, W, SHIFT, N = 48, 64, 2, 6
 

@@ -14,7 +14,8 @@ from PIL import Image
 import colortrack
 from colortrack.annotations import read_mask
 from colortrack.errors import ColortrackError, UsageError
-from colortrack.video import VideoReader, VideoWriter, list_videos, probe, read_clip
+from colortrack.video import VideoReader, list_videos, probe, read_clip
+from colortrack.video_writer import VideoWriter
 
 
 def index_frames(num_frames: int, size: int = 32) -> list[np.ndarray]:

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from colortrack.annotations import write_mask
 from colortrack.davis import DavisDataset, DavisReport, evaluate_davis
 from colortrack.errors import ColortrackError
-from colortrack.io_utils import IMAGE_ERRORS, shown, staged_dir
+from colortrack.io_utils import shown, staged_dir
 from colortrack.keypoints import (
     BADJA_JOINTS,
     BADJA_SKELETON,
@@ -29,22 +28,15 @@ from colortrack.keypoints import (
 )
 from colortrack.metrics import VOID_ID, pck
 from colortrack.tracking import LabelPropagator, Tracker
+from colortrack.video import read_image
 
 log = logging.getLogger(__name__)
-
-
-def _read_frame(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except IMAGE_ERRORS as error:
-        raise ColortrackError(f"{path}: cannot read frame ({error})") from None
 
 
 def _frames(paths: list[Path]) -> Iterator[np.ndarray]:
     """Decode frames one at a time, so a sequence never sits whole in memory."""
     for path in paths:
-        yield _read_frame(path)
+        yield read_image(path)
 
 
 def _prepare(folder: Path, overwrite: bool) -> None:
@@ -144,7 +136,7 @@ def bench_badja(
         if not frame_paths:
             log.warning("%s: no DAVIS frames in %s; skipped", name, image_dir / name)
             continue
-        size = _read_frame(frame_paths[0]).shape[1::-1]
+        size = read_image(frame_paths[0]).shape[1::-1]
         annotated = {frame: (xy, seen) for frame, xy, seen in read_badja(path, image_size=size)}
         start = min(annotated)
         points = Keypoints(BADJA_JOINTS, *annotated[start], BADJA_SKELETON)

@@ -19,7 +19,8 @@ from colortrack.io_utils import IMAGE_ERRORS, check_new_file
 from colortrack.learned import FrameEncoder, grid_to_labels
 from colortrack.model import Encoder
 from colortrack.propagation import propagate
-from colortrack.video import VideoReader, VideoWriter
+from colortrack.video import VideoReader
+from colortrack.video_writer import VideoWriter
 
 
 def _read_reference(path: str | Path, width: int, height: int) -> np.ndarray:

@@ -34,7 +34,8 @@ from colortrack.keypoints import (
     write_track_csv,
     write_track_json,
 )
-from colortrack.video import VideoReader, VideoWriter
+from colortrack.video import VideoReader
+from colortrack.video_writer import VideoWriter
 from colortrack.visualize import draw_points, overlay_mask
 
 log = logging.getLogger(__name__)

@@ -273,9 +273,11 @@ def run(videos: list[str | Path], *, preset: str | None = None, out: str | Path,
             loss, accuracy, probs = colorization_loss(embeddings.float(), classes,
                                                       model_cfg.num_colors, cfg.temperature)
             if not math.isfinite(loss.item()):
-                raise ColortrackError(
-                    f"loss became {loss.item()} at step {step + 1}; stopped. The last good "
-                    f"checkpoint is kept in {out} (try a lower --lr, then --resume)")
+                kept = (f"the last good checkpoint is kept in {out} (try a lower --lr, then "
+                        "--resume)" if checkpoints.latest() else "no checkpoint was written yet "
+                        "(try a lower --lr)")
+                raise ColortrackError(f"loss became {loss.item()} at step {step + 1}; stopped: "
+                                      f"{kept}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -25,14 +25,14 @@ import numpy as np
 from PIL import Image
 
 from colortrack.errors import ColortrackError, UsageError
-from colortrack.io_utils import IMAGE_ERRORS, atomic_path, reason, shown
+from colortrack.io_utils import IMAGE_ERRORS, reason, shown
 
 VIDEO_EXTENSIONS: frozenset[str] = frozenset(
     ".mp4 .avi .mkv .mov .mpg .mpeg .webm .m4v .wmv .flv .ts .mts .m2ts .3gp .ogv .y4m".split()
 )
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png"})
 
-_AV_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError)
+AV_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError)
 _INTER = {True: cv2.INTER_AREA, False: cv2.INTER_LINEAR}
 Timed = tuple[Fraction, av.VideoFrame]
 
@@ -59,7 +59,8 @@ def _frame_files(folder: Path) -> list[Path]:
     return sorted((p for p in files if p.is_file()), key=lambda p: natural_key(p.name))
 
 
-def _read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> np.ndarray:
+    """One RGB frame from an image file; any failure is a ColortrackError naming it."""
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
@@ -83,7 +84,7 @@ def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=_INTER[shrink])
 
 
-def _exact(value: float) -> Fraction:
+def exact(value: float) -> Fraction:
     """A frame rate as a small fraction, so 29.97 and 30000/1001 keep exact frame times."""
     return Fraction(value).limit_denominator(1001)
 
@@ -93,7 +94,7 @@ def _open_container(path: Path) -> Any:
         raise ColortrackError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
     try:
         container = av.open(str(path), metadata_errors="ignore")
-    except _AV_ERRORS as error:
+    except AV_ERRORS as error:
         raise ColortrackError(f"{path}: not a readable video ({reason(error)})") from None
     if not container.streams.video:
         container.close()
@@ -117,7 +118,7 @@ def _decoded(path: Path, container: Any) -> Iterator[Timed]:
             known = frame.pts is not None and frame.time_base is not None
             yield (frame.pts * Fraction(frame.time_base) if known else index * period), frame
             index += 1
-    except _AV_ERRORS as error:
+    except AV_ERRORS as error:
         raise ColortrackError(f"{path}: decode error at frame {index} ({reason(error)})") from None
 
 
@@ -180,7 +181,7 @@ class VideoReader:
     def _probe_folder(self, fps: float | None) -> VideoInfo:
         if not self._files:
             raise ColortrackError(f"{self.path}: folder holds no .jpg/.png frames")
-        self._source_size = _read_image(self._files[0]).shape[1::-1]
+        self._source_size = read_image(self._files[0]).shape[1::-1]
         width, height = _output_size(*self._source_size, self._size, self._short_side)
         return VideoInfo(self.path, width, height, fps, len(self._files))
 
@@ -205,11 +206,11 @@ class VideoReader:
         count = stream.frames or None
         if count is None and source_fps and stream.duration and stream.time_base:
             count = round(stream.duration * Fraction(stream.time_base) * source_fps) or None
-        if fps is not None and (source_fps is None or _exact(fps) < source_fps):
-            self._step = 1 / _exact(fps)
+        if fps is not None and (source_fps is None or exact(fps) < source_fps):
+            self._step = 1 / exact(fps)
             if count is not None and source_fps:
-                count = math.ceil(count * _exact(fps) / source_fps)
-            source_fps = _exact(fps)
+                count = math.ceil(count * exact(fps) / source_fps)
+            source_fps = exact(fps)
         return VideoInfo(self.path, width, height, source_fps and float(source_fps), count)
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -217,7 +218,7 @@ class VideoReader:
 
     def _iter_folder(self) -> Iterator[np.ndarray]:
         for file in self._files:
-            image = _read_image(file)
+            image = read_image(file)
             if image.shape[1::-1] != self._source_size:
                 (w, h), (w0, h0) = image.shape[1::-1], self._source_size
                 message = f"{file}: frame size {w}x{h} differs from {w0}x{h0} of the first frame"
@@ -239,7 +240,7 @@ class VideoReader:
         """Release the decoder; safe to call twice."""
         self._pending = None
         if self._container is not None:
-            with contextlib.suppress(*_AV_ERRORS):
+            with contextlib.suppress(*AV_ERRORS):
                 self._container.close()
             self._container = None
 
@@ -285,10 +286,10 @@ def read_clip(
         frames = itertools.chain([head] if head else [], frames)
         picked = _nearest(frames, first, Fraction(step), _period(stream), False)
         clip = [frame.to_ndarray(format="rgb24") for frame in itertools.islice(picked, count)]
-    except _AV_ERRORS as error:
+    except AV_ERRORS as error:
         raise ColortrackError(f"{path}: cannot seek to {start:.3f} s ({reason(error)})") from None
     finally:
-        with contextlib.suppress(*_AV_ERRORS):
+        with contextlib.suppress(*AV_ERRORS):
             container.close()
     if len(clip) < count:
         raise ColortrackError(
@@ -321,80 +322,3 @@ def list_videos(root: str | Path) -> list[Path]:
         if _frame_files(folder) and not any(folder in video.parents for video in found):
             found.append(folder)
     return sorted(found, key=lambda p: natural_key(str(p)))
-
-
-class VideoWriter:
-    """H.264 (libx264, yuv420p) MP4 writer; the file appears only when close() succeeds."""
-
-    def __init__(self, path: str | Path, fps: float, *, crf: int = 23) -> None:
-        if not (math.isfinite(fps) and fps > 0):
-            raise UsageError(f"fps must be a positive number, got {fps}")
-        self.path, self._fps, self._crf = Path(path), _exact(fps), crf
-        if not self.path.parent.is_dir():
-            raise ColortrackError(f"{self.path}: output folder does not exist")
-        if self.path.is_dir():
-            raise ColortrackError(f"{self.path}: is a folder; name the output video file")
-        self._atomic = atomic_path(self.path)
-        self._tmp = self._atomic.__enter__()
-        self._container: Any = None
-        self._shape: tuple[int, ...] | None = None
-        self._count, self._finished = 0, False
-
-    def write(self, frame: np.ndarray) -> None:
-        """Append one (H, W, 3) uint8 RGB frame; odd sizes are padded to even by edge copies."""
-        if self._finished:
-            raise UsageError(f"{self.path}: writer is closed")
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise ValueError(f"frame must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
-        if self._shape not in (None, frame.shape):
-            raise ValueError(f"frame shape {frame.shape} differs from the first {self._shape}")
-        self._shape = frame.shape
-        frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), "edge")
-        try:
-            if self._container is None:
-                options = {"movflags": "+faststart"}
-                self._container = av.open(str(self._tmp), "w", format="mp4", options=options)
-                stream = self._container.add_stream("libx264", rate=self._fps)
-                stream.height, stream.width = frame.shape[:2]
-                stream.pix_fmt, stream.options = "yuv420p", {"crf": str(self._crf)}
-            out = av.VideoFrame.from_ndarray(frame, format="rgb24")
-            out.pts, out.time_base = self._count, 1 / self._fps
-            self._container.mux(self._container.streams.video[0].encode(out))
-        except _AV_ERRORS as error:
-            self._fail(f"cannot encode frame {self._count}", error)
-        self._count += 1
-
-    def _fail(self, what: str, error: Exception) -> None:
-        self.abort()
-        raise ColortrackError(f"{self.path}: {what} ({reason(error)})") from None
-
-    def close(self) -> None:
-        """Flush the encoder and move the finished file into place; safe to call twice."""
-        if self._finished:
-            return
-        if self._container is None:
-            self.abort()
-            raise ColortrackError(f"{self.path}: no frames were written")
-        try:
-            self._container.mux(self._container.streams.video[0].encode(None))
-            self._container.close()
-        except _AV_ERRORS as error:
-            self._fail("cannot finish the video", error)
-        self._finished = True
-        self._atomic.__exit__(None, None, None)
-
-    def abort(self) -> None:
-        """Drop the unfinished file; a no-op after close()."""
-        if self._finished:
-            return
-        self._finished = True
-        if self._container is not None:
-            with contextlib.suppress(*_AV_ERRORS):
-                self._container.close()
-        self._atomic.__exit__(ColortrackError, ColortrackError("aborted"), None)
-
-    def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
-        self.close() if exc_type is None else self.abort()

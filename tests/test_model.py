@@ -68,3 +68,16 @@ def test_model_file_round_trip_and_errors(encoder, tmp_path):
         load_model(tmp_path / "bad.safetensors")
     with pytest.raises(ColortrackError, match="not found"):
         load_model(tmp_path / "missing.safetensors")
+
+
+def test_fused_encoder_gives_the_same_embeddings(encoder):
+    from colortrack.model import fused_for_inference
+
+    for module in encoder.modules():  # non-trivial BatchNorm statistics
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    clip = torch.rand(1, 3, 1, 40, 56) * 100
+    fused = fused_for_inference(encoder)
+    with torch.no_grad():
+        assert torch.allclose(fused(clip), encoder(clip), atol=1e-4)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from colortrack.annotations import read_mask
+from colortrack.errors import ColortrackError
 from colortrack.metrics import evaluate_sequence
 from colortrack.tracking import Tracker, track_to_dir
 from colortrack.video import VideoReader
@@ -38,6 +39,10 @@ def run_demo(out: str | Path = "colortrack-demo", *, overwrite: bool = False,
              progress: bool = True, model: str | Path | None = None) -> str:
     """Track the clip with each method into OUT/<method>/, write OUT/demo.gif; return a table."""
     out = Path(out)
+    earlier = [m for m in METHODS if (out / m).is_dir() and any((out / m).iterdir())]
+    if earlier and not overwrite:
+        raise ColortrackError(f"{out}: already holds a demo ({earlier[0]}/); pass --overwrite "
+                              "to replace it or choose another --out")
     video, truth = demo_clip()
     rows = [f"{'method':<10} {'J&F':>6} {'J':>6} {'F':>6} {'s/frame':>8}"]
     for method in METHODS:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from colortrack.checkpoint import load_model
 from colortrack.color import rgb_to_lab
 from colortrack.config import PropagationConfig
-from colortrack.model import Encoder
+from colortrack.model import Encoder, fused_for_inference
 from colortrack.propagation import propagate
 
 
@@ -26,7 +26,7 @@ class FrameEncoder:
 
     def __init__(self, encoder: Encoder, device: str | torch.device = "cpu",
                  normalize: bool = True) -> None:
-        self.encoder = encoder.eval().to(device)
+        self.encoder = fused_for_inference(encoder).to(device)
         self.device = torch.device(device)
         self.normalize = normalize
 
@@ -36,7 +36,8 @@ class FrameEncoder:
         lightness = rgb_to_lab(rgb[None])[:, :1]
         s = Encoder.stride
         h, w = frame.shape[:2]
-        return F.pad(lightness, (0, -w % s, 0, -h % s), mode="replicate")
+        padded = F.pad(lightness, (0, -w % s, 0, -h % s), mode="replicate")
+        return padded.contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def step(self, frame: np.ndarray, cache: list | None) -> tuple[torch.Tensor, list]:

@@ -43,7 +43,7 @@ def copy_soft(scores: torch.Tensor, values: torch.Tensor, topk: int | None = Non
 # Queries are cut into square tiles of `tile` x `tile` cells; each tile attends to the window of
 # (tile + 2r)^2 cells around it in every context frame, so cost grows with r^2, not with h*w.
 # Larger tiles waste more products outside the radius but copy fewer overlapping windows; on
-# CPUs the copies dominate, and 16 beat 8 by 1.6x at 480p (benchmarks/bench_propagation.py).
+# CPUs the copies dominate, and 16 beat 8 by 1.6x at 480p (timed with `propagate` alone).
 
 
 def tile_queries(x: torch.Tensor, tile: int) -> torch.Tensor:
@@ -63,13 +63,17 @@ def untile(tiles: torch.Tensor, tile: int, h: int, w: int) -> torch.Tensor:
 
 
 def windows(padded: torch.Tensor, tile: int, radius: int, y0: int, rows: int) -> torch.Tensor:
-    """Windows of `rows` tile rows from pixel row y0 of N stacked maps padded by `radius` (and to
-    whole tiles): (N, C, H', W') -> (rows * tiles per row, N * (tile+2r)^2, C)."""
-    n, c = padded.shape[:2]
-    size = tile + 2 * radius
-    band = padded[:, :, y0:y0 + rows * tile + 2 * radius]
-    cols = F.unfold(band.flatten(0, 1).unsqueeze(0), size, stride=tile)  # (1, N*C*S*S, G)
-    return cols.view(n, c, size * size, -1).permute(3, 0, 2, 1).reshape(cols.shape[-1], -1, c)
+    """Windows of `rows` tile rows from pixel row y0 of N stacked channel-last maps padded by
+    `radius` (and to whole tiles): (N, H', W', C) -> (rows * tiles per row, N * (tile+2r)^2, C).
+
+    The windows are a strided view of the maps, copied once by the final reshape."""
+    n, _, wp, c = padded.shape
+    size, per_row = tile + 2 * radius, (wp - 2 * radius) // tile
+    sn, sh, sw, sc = padded.stride()
+    view = padded.as_strided((rows, per_row, n, size, size, c),
+                             (tile * sh, tile * sw, sn, sh, sw, sc),
+                             padded.storage_offset() + y0 * sh)
+    return view.reshape(rows * per_row, n * size * size, c)
 
 
 def pad_for_windows(x: torch.Tensor, tile: int, radius: int) -> torch.Tensor:
@@ -127,7 +131,9 @@ def propagate(
     local = memory[1:] if global_first else memory
     if local:
         feats = pad_for_windows(torch.stack([f for f, _ in local]), tile, r)
+        feats = feats.permute(0, 2, 3, 1).contiguous()
         labels = pad_for_windows(torch.stack([v for _, v in local]), tile, r)
+        labels = labels.permute(0, 2, 3, 1).contiguous()
         mask = window_mask(h, w, tile, float(radius)).to(query.device).unsqueeze(2)
     if global_first:
         first_keys = memory[0][0].flatten(1).T.unsqueeze(0)

@@ -1,0 +1,22 @@
+"""The main job: `colortrack demo` on the bundled clip, offline, with the shipped model."""
+
+import pytest
+
+from colortrack.checkpoint import default_model_path
+from colortrack.cli import main
+
+
+@pytest.mark.skipif(not default_model_path().is_file(), reason="no shipped model")
+def test_demo_tracks_the_bundled_clip_and_beats_copying_the_first_mask(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["-q", "demo", "--out", str(out)]) == 0
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()
+            if line.split() and line.split()[0] in ("model", "flow", "identity")}
+    assert set(rows) == {"model", "flow", "identity"}
+    assert float(rows["model"][0]) > float(rows["identity"][0])
+    for method in rows:
+        assert len(list((out / method).glob("*.png"))) == 30
+        assert (out / method / "overlay.mp4").is_file()
+    assert (out / "demo.gif").stat().st_size > 0
+    assert main(["-q", "demo", "--out", str(out)]) == 1  # refuses to overwrite
+    assert "--overwrite" in capsys.readouterr().err

@@ -43,6 +43,17 @@ def bench(kind: str, method: str, data: Path, out: Path, reuse: bool) -> dict:
     return json.loads(path.read_text())
 
 
+def script_table(name: str, args: list[str], out: Path, reuse: bool) -> str:
+    """stdout of another benchmark script (kept in --out, reused with --reuse), as a code block."""
+    path = out / f"{name}.txt"
+    if not (reuse and path.is_file()):
+        result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *args],
+                                check=True, capture_output=True, text=True)
+        path.write_text(result.stdout)
+    command = f"$ python benchmarks/{name}.py {' '.join(args)}"
+    return f"```\n{command}\n{path.read_text().strip()}\n```"
+
+
 def davis_table(results: dict[str, dict]) -> str:
     sequences = sorted(next(iter(results.values()))["sequences"])
     head = "| method | J&F | J | F | s/frame | " + " | ".join(sequences) + " |"
@@ -110,6 +121,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     davis = {m: bench("davis", m, args.data, args.out, args.reuse) for m in DAVIS_METHODS}
     badja = {m: bench("badja", m, args.data, args.out, args.reuse) for m in BADJA_METHODS}
+    speed = script_table("bench_tracking", ["--frames", "40"], args.out, args.reuse)
+    memory = script_table("bench_memory", ["--quick"], args.out, args.reuse)
+    training = script_table("bench_train", ["--quick"], args.out, args.reuse)
     legend = "\n".join(f"- `{m}`: {text}" for m, text in DAVIS_METHODS.items())
     text = f"""
 ## Results
@@ -128,6 +142,20 @@ horsejump-high), tracked from the first annotated frame, PCK against the box of 
 joints (`colortrack bench badja`):
 
 {badja_table(badja)}
+
+### Speed and memory (2 CPU cores; `benchmarks/`)
+
+Tracking at 480p, ms per frame by stage, on the first 40 frames of DAVIS `dog`:
+
+{speed}
+
+Peak memory against video length (a generated moving texture, reduced size in `--quick`):
+
+{memory}
+
+Training throughput per preset and the machine's measured matmul GFLOP/s:
+
+{training}
 
 For context only — a different benchmark (DAVIS-2017 val, multi-object, from the papers):
 

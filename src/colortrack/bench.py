@@ -1,13 +1,18 @@
 """Benchmarks: run a propagator over a whole dataset, write its predictions, and score them.
 
 `bench_davis` gives J&F on DAVIS (masks); `bench_badja` gives PCK on BADJA animal joints, which
-are annotated on DAVIS frames. Timings cover decoding, propagation and writing, per sequence.
+are annotated on DAVIS frames; `bench_jhmdb` gives PCK on JHMDB human joints (the keypoint
+benchmark of Vondrick et al. and CRW). Timings cover decoding, propagation and writing, per
+sequence.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,12 +23,15 @@ from tqdm import tqdm
 from colortrack.annotations import write_mask
 from colortrack.davis import DavisDataset, DavisReport, evaluate_davis
 from colortrack.errors import ColortrackError
-from colortrack.io_utils import shown, staged_dir
+from colortrack.io_utils import reason, shown, staged_dir
 from colortrack.keypoints import (
     BADJA_JOINTS,
     BADJA_SKELETON,
+    JHMDB_JOINTS,
+    JHMDB_SKELETON,
     Keypoints,
     read_badja,
+    read_jhmdb,
     write_track_json,
 )
 from colortrack.metrics import VOID_ID, pck
@@ -176,11 +184,149 @@ def _badja_files(root: Path, sequences: list[str] | None) -> dict[str, Path]:
     return {name: files[name] for name in sequences} if sequences else files
 
 
-def format_pck(results: dict[str, Any]) -> str:
-    """A text table of PCK per sequence and the mean, in percent."""
+def format_pck(results: dict[str, Any], rows: str = "sequences", total: str = "Mean") -> str:
+    """A text table of PCK per sequence (or clip: `rows`) and the overall score, in percent."""
     keys = [k for k in results if k.startswith("PCK@")]
-    lines = [f"{'Sequence':<20}" + "".join(f"  {k:>8}" for k in keys)]
-    for name, scores in results["sequences"].items():
-        lines.append(f"{name:<20}" + "".join(f"  {scores[k]:8.1f}" for k in keys))
-    lines.append(f"{'Mean':<20}" + "".join(f"  {results[k]:8.1f}" for k in keys))
+    width = max([20, *map(len, results[rows])])
+    lines = [f"{rows[:-1].title():<{width}}" + "".join(f"  {k:>8}" for k in keys)]
+    for name, scores in results[rows].items():
+        lines.append(f"{name:<{width}}" + "".join(f"  {scores[k]:8.1f}" for k in keys))
+    lines.append(f"{total:<{width}}" + "".join(f"  {results[k]:8.1f}" for k in keys))
     return "\n".join(lines)
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_FILE_SUFFIXES = (*_IMAGE_SUFFIXES, ".mat", ".avi", ".mp4")
+
+
+def bench_jhmdb(
+    root: str | Path,
+    out_dir: str | Path,
+    propagator: LabelPropagator,
+    *,
+    clips: list[str] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Track JHMDB's 15 joints from frame 0 and score PCK@0.1..0.5 on frames 1..T-1.
+
+    JHMDB marks no joint hidden, so all are tracked and scored. A joint annotated outside the
+    frame (JHMDB places cut-off limbs there) starts from the nearest pixel, since its heatmap
+    must lie in the image, and is still scored at its true place. The reference size is 0.6 x
+    the diagonal of the true joints' box (CRW's eval_pck.py); the overall score pools the frames
+    of all clips per joint, then averages over joints, as CRW does. Writes OUT/<clip>/points.json.
+    """
+    found = jhmdb_clips(Path(root), clips)
+    out = Path(out_dir)
+    for name in found:
+        _prepare(out / name, overwrite)
+    tracker = Tracker(propagator)
+    results: dict[str, Any] = {"clips": {}, "seconds": {}, "frames": {}}
+    preds, gts = [], []
+    for name, (mat, frame_paths) in tqdm(found.items(), unit="clip", disable=not progress):
+        gt = read_jhmdb(mat)
+        count = min(len(gt), len(frame_paths))
+        if len(gt) != len(frame_paths):
+            log.warning(
+                "%s: %d annotated frames but %d images; scoring the first %d",
+                name, len(gt), len(frame_paths), count,
+            )  # fmt: skip
+        if count < 2:
+            log.warning("%s: no frame to score after the first; skipped", name)
+            continue
+        height, width = read_image(frame_paths[0]).shape[:2]
+        xy0 = np.clip(gt[0], 0, [width - 1, height - 1]).astype(np.float32)
+        points = Keypoints(JHMDB_JOINTS, xy0, np.ones(len(xy0), dtype=bool), JHMDB_SKELETON)
+        started = time.perf_counter()
+        run = tracker.track_points_frames(_frames(frame_paths[:count]), points, source=mat)
+        track = [(index, xy, visible) for index, _, xy, visible in run]
+        results["seconds"][name] = time.perf_counter() - started
+        results["frames"][name] = len(track)
+        with staged_dir(out / name) as stage:
+            write_track_json(stage / "points.json", JHMDB_JOINTS, JHMDB_SKELETON, track)
+        preds.append(np.stack([xy for _, xy, _ in track[1:]]))
+        gts.append(gt[1:count])
+        results["clips"][name] = _jhmdb_pck(preds[-1], gts[-1])
+    if not preds:
+        raise ColortrackError(f"{root}: no JHMDB clip could be scored")
+    return _jhmdb_pck(np.concatenate(preds), np.concatenate(gts)) | results
+
+
+def _jhmdb_pck(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """PCK@0.1..0.5 with every joint visible (JHMDB has no visibility flags)."""
+    return pck(pred, gt, np.ones(gt.shape[:2], dtype=bool), reference="jhmdb")
+
+
+def jhmdb_clips(root: Path, wanted: list[str] | None = None) -> dict[str, tuple[Path, list[Path]]]:
+    """Every clip under ROOT as name -> (joint_positions.mat, sorted frame paths).
+
+    A clip's frames are the folder named like the mat's folder anywhere under ROOT (the official
+    Rename_Images/<action>/<clip>/ beside joint_positions/<action>/<clip>/), else the frames
+    folder beside the mat; of several, the one with a frame per annotated frame. The clip is
+    named after that folder. Hidden folders (the archive's macOS .AppleDouble copies) are
+    ignored; a clip without frames is skipped with a warning.
+    """
+    if not root.is_dir():
+        raise ColortrackError(f"{root}: JHMDB folder not found")
+    mats, frame_dirs = [], {}
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+        images = sorted(n for n in names if n.lower().endswith(_IMAGE_SUFFIXES) and shown(Path(n)))
+        if images:
+            frame_dirs[Path(folder)] = [Path(folder, n) for n in images]
+        if "joint_positions.mat" in names:
+            mats.append(Path(folder, "joint_positions.mat"))
+    by_name = defaultdict(list)
+    for folder in frame_dirs:
+        by_name[folder.name].append(folder)
+    clips: dict[str, tuple[Path, list[Path]]] = {}
+    for mat in sorted(mats):
+        candidates = by_name[mat.parent.name] or [d for d in frame_dirs if d.parent == mat.parent]
+        if len(candidates) > 1:  # an example image folder beside the clip, say
+            length = len(read_jhmdb(mat))
+            candidates = [d for d in candidates if len(frame_dirs[d]) == length] or candidates
+        if len(candidates) != 1:
+            if wanted is None or mat.parent.name in wanted:
+                log.warning(
+                    "%s: %s frames folder named %s or beside it; skipped",
+                    mat, "more than one" if candidates else "no", mat.parent.name,
+                )  # fmt: skip
+            continue
+        name = candidates[0].name
+        if name in clips:
+            raise ColortrackError(f"{mat}: clip {name} is also annotated by {clips[name][0]}")
+        clips[name] = (mat, frame_dirs[candidates[0]])
+    missing = sorted(set(wanted or ()) - set(clips))
+    if missing:
+        raise ColortrackError(f"{root}: no JHMDB clip with frames named {', '.join(missing)}")
+    if not clips:
+        raise ColortrackError(f"{root}: no JHMDB clip (joint_positions.mat with frames) found")
+    return {name: clips[name] for name in wanted} if wanted else clips
+
+
+def read_split(path: str | Path) -> list[str]:
+    """Clip names from a UVC/CRW-style test list, such as CRW's JHMDB split-1 list.
+
+    One clip per line, e.g. ``JHMDB/Rename_Images/jump/<clip> JHMDB/joint_positions/jump/<clip>/
+    joint_positions.mat``: the first path on the line names the clip by its last component that
+    is not a file name (.mat, .png, .jpg, .avi, ...), so a bare clip name, a frames folder or a
+    joint_positions.mat path all work. Blank lines and lines starting with # are skipped.
+    (JHMDB's own per-action split files, "<clip>.avi 1|2", are not this format.)
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ColortrackError(f"{path}: cannot read the clip list ({reason(error)})") from None
+    names = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = [p for p in re.split(r"[/\\]", line.split()[0]) if p and p != "."]
+        folders = [p for p in parts if not p.lower().endswith(_FILE_SUFFIXES)]
+        if not folders:
+            raise ColortrackError(f"{path}: line {number} names no clip folder: {line.strip()!r}")
+        names.append(folders[-1])
+    if not names:
+        raise ColortrackError(f"{path}: the clip list is empty")
+    return list(dict.fromkeys(names))

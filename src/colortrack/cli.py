@@ -129,6 +129,22 @@ def cmd_bench_badja(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_jhmdb(args: argparse.Namespace) -> int:
+    from colortrack.bench import bench_jhmdb, format_pck, read_split
+
+    results = bench_jhmdb(
+        args.root,
+        args.out,
+        _propagator(args),
+        clips=read_split(args.split) if args.split else _sequences(args.clips),
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(format_pck(results, rows="clips", total="All frames"))
+    _write_json(args.json, results | {"method": args.method})
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     run = _library("train", "run")
     out = run(
@@ -249,6 +265,20 @@ def _add_benchmarks(sub: Any) -> None:
     p.add_argument("--davis-root", required=True, help="DAVIS root with the 480p frames")
     p.add_argument("--out", required=True, metavar="DIR", help="where tracks go")
     p.add_argument("--sequences", metavar="A,B", help="only these sequences")
+    p.add_argument("--json", required=True, metavar="FILE", help="write the scores as JSON")
+    _add_method(p)
+
+    p = _add(benches, "jhmdb", cmd_bench_jhmdb, "track JHMDB joints from frame 0, score PCK")
+    p.add_argument("--root", required=True, help="JHMDB folder (searched for joint_positions.mat)")
+    p.add_argument("--out", required=True, metavar="DIR", help="where tracks go")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--clips", metavar="A,B", help="only these clips")
+    which.add_argument(
+        "--split",
+        metavar="FILE",
+        help="only the clips of a UVC/CRW-style test list: one clip per line, named by the last "
+        "folder of the line's first path (.../<action>/<clip> or .../<clip>/joint_positions.mat)",
+    )
     p.add_argument("--json", required=True, metavar="FILE", help="write the scores as JSON")
     _add_method(p)
 

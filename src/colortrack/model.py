@@ -195,10 +195,11 @@ def describe(preset: str | None = None, model_path: str | None = None) -> str:
     else:
         names = [preset] if preset else list(PRESETS)
         rows = [(n, Encoder(get_preset(n).model), {}) for n in names]
-    lines = [f"{'encoder':<24} {'params (M)':>10} {'GFLOPs/480p frame':>18}  notes"]
+    width = max(24, *(len(name) for name, _, _ in rows))
+    lines = [f"{'encoder':<{width}} {'params (M)':>10} {'GFLOPs/480p frame':>18}  notes"]
     for name, encoder, info in rows:
         params = sum(p.numel() for p in encoder.parameters()) / 1e6
         note = ", ".join(f"{k}={v}" for k, v in info.items())
         gflops = gflops_per_frame(encoder.eval())
-        lines.append(f"{name:<24} {params:>10.2f} {gflops:>18.2f}  {note}")
+        lines.append(f"{name:<{width}} {params:>10.2f} {gflops:>18.2f}  {note}")
     return "\n".join(lines)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -75,6 +76,29 @@ def test_sigkill_at_any_moment_then_resume(videos, tmp_path) -> None:
     assert (out / "latest").read_text() == f"ckpt-{last + 3:08d}"
     assert not hidden(out), hidden(out)
     assert load_model(out)[2]["step"] == last + 3
+
+
+def test_sigterm_to_the_process_group_with_workers_stops_cleanly(videos, tmp_path) -> None:
+    """As a terminal's Ctrl-C or a job scheduler does: the signal reaches the DataLoader
+    workers too, and the run must still checkpoint and stop with one line."""
+    out = tmp_path / "run"
+    settings = [*FAST, "workers=2", "checkpoint_every=1000"]
+    command = [sys.executable, "-m", "colortrack", "-q", "train", str(videos), "--out", str(out),
+               "--steps", "500", *sum((["--set", s] for s in settings), [])]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not steps_logged(out) if (out / "metrics.csv").is_file() else True:
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "colortrack: interrupted"
+    step = load_model(out)[2]["step"]
+    assert (out / "latest").read_text() == f"ckpt-{step:08d}" and step >= 1
 
 
 def test_nan_loss_stops_with_a_clear_message(capsys, videos, tmp_path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from colortrack import __version__
-from colortrack.errors import ColortrackError, UsageError
+from colortrack.errors import ColortrackError, Terminated, UsageError
 
 log = logging.getLogger("colortrack")
 METHODS = ("model", "identity", "flow", "pixels", "random")
@@ -325,10 +325,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_benchmarks(sub)
     _add_model_commands(sub)
     return parser
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, unwound like Ctrl-C so that a stopped run cleans up what it half-wrote."""
 
 
 def _terminate(signum: int, frame: object) -> None:

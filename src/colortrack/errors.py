@@ -7,3 +7,7 @@ class ColortrackError(Exception):
 
 class UsageError(ColortrackError):
     """Wrong usage of a command or API: a missing or conflicting option (exit code 2)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, unwound like Ctrl-C so that a stopped run cleans up what it half-wrote."""

@@ -28,7 +28,7 @@ from colortrack.checkpoint import Checkpoints, load_model, load_optimizer, read_
 from colortrack.clips import ClipDataset, find_videos
 from colortrack.color import kmeans, lab_to_rgb, quantize, rgb_to_lab
 from colortrack.config import ModelConfig, TrainConfig, from_dict, override, preset, to_dict
-from colortrack.errors import ColortrackError, UsageError
+from colortrack.errors import ColortrackError, Terminated, UsageError
 from colortrack.io_utils import atomic_path
 from colortrack.model import Encoder, colorization_loss
 
@@ -132,6 +132,13 @@ class MetricsLog:
     def write(self, row: dict) -> None:
         with self.path.open("a", newline="") as f:
             csv.DictWriter(f, self.columns).writerow(row)
+
+
+def _leave_signals_to_main(_worker: int) -> None:
+    """Ctrl-C or SIGTERM sent to the whole process group reach the workers too; they leave it to
+    the main process, which checkpoints and then shuts them down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _tensorboard(out: Path):
@@ -241,6 +248,7 @@ def run(videos: list[str | Path], *, preset: str | None = None, out: str | Path,
     dataset.length = 10**9
     sampler = _RankSampler(start, cfg.steps, world, rank, per_rank)
     loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=cfg.workers,
+                        worker_init_fn=_leave_signals_to_main,
                         persistent_workers=cfg.workers > 0, pin_memory=dev.type == "cuda")
     metrics = MetricsLog(out / "metrics.csv", start) if rank == 0 else None
     board = _tensorboard(out) if cfg.tensorboard and rank == 0 else None
@@ -320,7 +328,7 @@ def run(videos: list[str | Path], *, preset: str | None = None, out: str | Path,
             with contextlib.suppress(Exception):
                 dist.destroy_process_group()
     if stop["signal"] is not None:
-        raise KeyboardInterrupt
+        raise Terminated if stop["signal"] == signal.SIGTERM else KeyboardInterrupt
     return out
 
 

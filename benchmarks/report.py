@@ -24,7 +24,9 @@ DAVIS_METHODS = {
     "pixels": "raw Lab pixels as features, same protocol (no learning)",
     "random": "randomly initialised `cpu` encoder, same protocol",
     "model": "the shipped model (learned by colorization), same protocol",
+    "model-ctx20": "the shipped model with CRW's context of 20 recent frames (`--set context=20`)",
 }
+EXTRA_ARGS = {"model-ctx20": ["--method", "model", "--set", "context=20"]}
 BADJA_METHODS = ("identity", "flow", "model")
 PAPER = ("| copy first mask | 22.9 |\n| FlowNet2 optical flow | 26.0 |\n"
          "| colorization (Vondrick et al.) | 34.0 |\n| CRW (Jabri et al.) | 67.6 |")
@@ -33,7 +35,8 @@ PAPER = ("| copy first mask | 22.9 |\n| FlowNet2 optical flow | 26.0 |\n"
 def bench(kind: str, method: str, data: Path, out: Path, reuse: bool) -> dict:
     path = out / f"{kind}-{method}.json"
     if not (reuse and path.is_file()):
-        command = [sys.executable, "-m", "colortrack", "-q", "bench", kind, "--method", method,
+        command = [sys.executable, "-m", "colortrack", "-q", "bench", kind,
+                   *EXTRA_ARGS.get(method, ["--method", method]),
                    "--out", str(out / f"{kind}-{method}"), "--json", str(path), "--overwrite"]
         if kind == "davis":
             command += ["--root", str(data / "davis2016-dev")]
@@ -131,8 +134,10 @@ def main() -> None:
 
 DAVIS-2016 dev split (10 sequences of DAVIS-2016 val, 691 frames, `../shared/data/davis2016-dev`),
 semi-supervised protocol (first-frame mask given; J&F as the official davis2017-evaluation code),
-default propagation settings, on 2 CPU cores (s/frame = end-to-end wall time of `bench davis`,
-decode to PNG). Per-sequence columns are J&F.
+default propagation settings unless named, on 2 CPU cores. Per-sequence columns are J&F.
+s/frame is the end-to-end wall time of `bench davis` (decode to PNG); these runs shared the cores
+with training or tests to different degrees, so compare speeds in the tracking benchmark below,
+which ran alone.
 
 {davis_table(davis)}
 

@@ -21,6 +21,13 @@ from colortrack.model import Encoder, fused_for_inference
 from colortrack.propagation import propagate
 
 
+def padded_lab(frame: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (1, 3, H', W') Lab, edge-padded to a multiple of the stride."""
+    rgb = torch.tensor(frame, device=device).permute(2, 0, 1).float().div_(255)
+    s, (h, w) = Encoder.stride, frame.shape[:2]
+    return F.pad(rgb_to_lab(rgb[None]), (0, -w % s, 0, -h % s), mode="replicate")
+
+
 class FrameEncoder:
     """Streams frames through the encoder: one trunk pass and one cached head step per frame."""
 
@@ -32,12 +39,8 @@ class FrameEncoder:
 
     def lightness(self, frame: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 RGB -> (1, 1, H', W') L, edge-padded to a multiple of the stride."""
-        rgb = torch.tensor(frame, device=self.device).permute(2, 0, 1).float().div_(255)
-        lightness = rgb_to_lab(rgb[None])[:, :1]
-        s = Encoder.stride
-        h, w = frame.shape[:2]
-        padded = F.pad(lightness, (0, -w % s, 0, -h % s), mode="replicate")
-        return padded.contiguous(memory_format=torch.channels_last)
+        lightness = padded_lab(frame, self.device)[:, :1]
+        return lightness.contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def step(self, frame: np.ndarray, cache: list | None) -> tuple[torch.Tensor, list]:
@@ -62,19 +65,13 @@ class LabPixels:
     constant, i.e. the affinity exp(-|a - b|^2 / sigma) with sigma = 2T.
     """
 
-    normalize = False
-
     def __init__(self, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
 
     @torch.inference_mode()
     def stream(self, frames: Iterable[np.ndarray]) -> Iterator[torch.Tensor]:
-        s = Encoder.stride
         for frame in frames:
-            rgb = torch.tensor(frame, device=self.device).permute(2, 0, 1).float().div_(255)
-            h, w = frame.shape[:2]
-            lab = F.pad(rgb_to_lab(rgb[None]), (0, -w % s, 0, -h % s), mode="replicate")
-            yield F.avg_pool2d(lab, s)[0]
+            yield F.avg_pool2d(padded_lab(frame, self.device), Encoder.stride)[0]
 
 
 def labels_to_grid(labels: np.ndarray, stride: int, device: torch.device) -> torch.Tensor:

@@ -213,7 +213,8 @@ def run(videos: list[str | Path], *, preset: str | None = None, out: str | Path,
     per_rank = cfg.batch // world
     found = find_videos(videos)
     held = [v for v in found if v.stem in cfg.holdout or v.name in cfg.holdout]
-    dataset = ClipDataset([v for v in found if v not in held], cfg, length=0)
+    # Item i of the stream is a pure function of i; the sampler picks which i each step sees.
+    dataset = ClipDataset([v for v in found if v not in held], cfg, length=10**9)
     val_clips = None
     if held:
         val_set = ClipDataset(held, cfg, length=cfg.val_clips)
@@ -245,7 +246,6 @@ def run(videos: list[str | Path], *, preset: str | None = None, out: str | Path,
         load_optimizer(latest / "optimizer.safetensors", optimizer)
 
     # Sample index of rank r at step s, item j: (s * world + r) * per_rank + j.
-    dataset.length = 10**9
     sampler = _RankSampler(start, cfg.steps, world, rank, per_rank)
     loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=cfg.workers,
                         worker_init_fn=_leave_signals_to_main,

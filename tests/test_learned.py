@@ -74,3 +74,19 @@ def test_cli_model_track_colorize_embed(moving_video, tmp_path, tmp_path_factory
         assert sum(1 for _ in video) == len(frames)
     with VideoReader(tmp_path / "embed.mp4") as video:
         assert video.info.width == 2 * frames[0].shape[1]
+
+
+@pytest.mark.skipif(not default_model_path().is_file(), reason="no shipped model")
+def test_colorize_a_video_whose_size_is_not_a_multiple_of_the_stride(make_video, tmp_path):
+    from PIL import Image
+
+    from colortrack.colorize import colorize_video
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (50, 70, 3), np.uint8) for _ in range(3)]
+    Image.fromarray(frames[0]).save(tmp_path / "ref.png")
+    out = colorize_video(make_video(frames), tmp_path / "ref.png", tmp_path / "out.mp4",
+                         progress=False)
+    with VideoReader(out) as video:
+        assert (video.info.width, video.info.height) == (70, 50)
+        assert sum(1 for _ in video) == 3

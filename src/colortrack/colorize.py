@@ -13,10 +13,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from colortrack.checkpoint import load_model
-from colortrack.color import lab_to_rgb, quantize, rgb_to_lab
+from colortrack.color import lab_to_rgb, quantize
 from colortrack.errors import ColortrackError
 from colortrack.io_utils import IMAGE_ERRORS, check_new_file
-from colortrack.learned import FrameEncoder, grid_to_labels
+from colortrack.learned import FrameEncoder, grid_to_labels, padded_lab
 from colortrack.model import Encoder
 from colortrack.propagation import propagate
 from colortrack.video import VideoReader
@@ -42,13 +42,12 @@ def recolor(frames: VideoReader, reference: np.ndarray, encoder: Encoder,
             ) -> Iterator[np.ndarray]:
     """Color each frame by copying ab classes from `reference` (global search, paper's T=0.5)."""
     stride, k = Encoder.stride, len(centroids)
-    ref_lab = rgb_to_lab(torch.from_numpy(reference).permute(2, 0, 1).float()[None] / 255)
-    classes = quantize(F.interpolate(ref_lab[:, 1:], scale_factor=1 / stride, mode="area"),
-                       centroids)[0]
-    ref_onehot = F.one_hot(classes, k).permute(2, 0, 1).float().to(device)
+    ref_ab = F.avg_pool2d(padded_lab(reference, torch.device(device))[:, 1:], stride)
+    classes = quantize(ref_ab, centroids.to(device))[0]  # on the embedding's (padded) grid
+    ref_onehot = F.one_hot(classes, k).permute(2, 0, 1).float()
     embed = FrameEncoder(encoder, device, normalize=False)
     ref_embedding, _ = embed.step(reference, None)
-    memory = [(ref_embedding, ref_onehot[:, :ref_embedding.shape[1], :ref_embedding.shape[2]])]
+    memory = [(ref_embedding, ref_onehot)]
     cache = None
     for frame in frames:
         embedding, cache = embed.step(frame, cache)
@@ -56,7 +55,7 @@ def recolor(frames: VideoReader, reference: np.ndarray, encoder: Encoder,
         h, w = frame.shape[:2]
         full = torch.from_numpy(grid_to_labels(probs, stride, h, w))
         ab = centroids[full.argmax(0)].permute(2, 0, 1)
-        lightness = rgb_to_lab(torch.tensor(frame).permute(2, 0, 1).float()[None] / 255)[:, :1]
+        lightness = padded_lab(frame, torch.device("cpu"))[:, :1, :h, :w]
         rgb = lab_to_rgb(torch.cat([lightness, ab[None]], 1))[0]
         yield (rgb.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
 

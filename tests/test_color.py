@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from colortrack.color import kmeans, lab_to_rgb, quantize, rgb_to_lab
+from colortrack.color import kmeans, lab_to_rgb, lightness, quantize, rgb_to_lab
 
 
 def test_lab_matches_skimage():
@@ -32,3 +32,11 @@ def test_kmeans_finds_known_clusters_and_quantize_assigns_them():
     assert torch.allclose(found, centers, atol=0.5)  # sorted by a, like the centers above
     ab = centers.T.reshape(1, 2, 1, 3)
     assert quantize(ab, found).flatten().tolist() == [0, 1, 2]
+
+
+def test_lightness_of_bytes_matches_the_full_conversion():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    rgb[0, :3] = [[0, 0, 0], [255, 255, 255], [10, 3, 1]]  # black, white, the linear segment
+    full = rgb_to_lab(torch.from_numpy(rgb).permute(2, 0, 1).float().div(255)[None])[0, 0]
+    assert (lightness(rgb) - full).abs().max() < 1e-4

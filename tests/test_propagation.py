@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from colortrack.propagation import copy_soft, propagate, tile_queries, untile
+from colortrack.propagation import Context, copy_soft, propagate, tile_queries, untile
 
 
 def naive_propagate(query, memory, temperature, topk, radius, global_first):
@@ -30,18 +30,55 @@ def naive_propagate(query, memory, temperature, topk, radius, global_first):
     return out.view(-1, h, w)
 
 
+def context_of(memory, recent, radius, global_first, tile=4):
+    """A Context holding memory[0] as the first frame and the rest as appended predictions."""
+    context = Context(*memory[0], recent=recent, radius=radius, global_first=global_first,
+                      tile=tile)
+    for keys, labels in memory[1:]:
+        context.append(keys, labels)
+    return context
+
+
 @pytest.mark.parametrize("radius,global_first,topk,frames", [
     (3, True, 5, 3), (2.5, False, 4, 3), (0, True, 7, 3), (4, True, None, 3), (3, True, 5, 1),
-    (3, False, 5, 1)])
+    (3, False, 5, 1), (3, False, None, 3), (0, True, None, 2), (1, False, 9, 3)])
 def test_propagate_matches_naive(radius, global_first, topk, frames):
     torch.manual_seed(0)
     h, w = 11, 13  # not multiples of the tile: padding must be invisible
     memory = [(torch.randn(6, h, w), torch.rand(3, h, w)) for _ in range(frames)]
     query = torch.randn(6, h, w)
-    fast = propagate(query, memory, temperature=0.5, topk=topk, radius=radius,
-                     global_first=global_first, tile=4, chunk=5)
+    context = context_of(memory, frames - 1, radius, global_first)
+    fast = propagate(query, context, temperature=0.5, topk=topk, budget=500)
     slow = naive_propagate(query, memory, 0.5, topk, radius, global_first)
     assert torch.allclose(fast, slow, atol=1e-5)
+
+
+@pytest.mark.parametrize("global_first", [True, False])
+def test_the_ring_keeps_the_first_frame_and_the_last_recent_ones(global_first):
+    torch.manual_seed(1)
+    h, w, recent = 9, 10, 2
+    memory = [(torch.randn(5, h, w), torch.rand(2, h, w)) for _ in range(6)]
+    query = torch.randn(5, h, w)
+    context = context_of(memory, recent, 3, global_first)
+    assert context.windowed == recent + (0 if global_first else 1)
+    fast = propagate(query, context, temperature=0.2, topk=4)
+    kept = [memory[0], *memory[-recent:]]
+    assert torch.allclose(fast, naive_propagate(query, kept, 0.2, 4, 3, global_first), atol=1e-5)
+
+
+def test_tiles_whose_references_agree_are_copied_without_scoring():
+    torch.manual_seed(2)
+    h, w = 20, 24  # object in the top-left corner; tiles far from it see background only
+    labels = torch.zeros(2, h, w)
+    labels[0] = 1.0
+    labels[:, :4, :5] = torch.tensor([0.2, 0.8]).view(2, 1, 1)
+    memory = [(torch.randn(4, h, w), labels) for _ in range(3)]
+    query = torch.randn(4, h, w)
+    context = context_of(memory, 2, 2, False)
+    constant, _ = context.constant_tiles()
+    assert 0 < int(constant.sum()) < len(constant)
+    fast = propagate(query, context, temperature=0.3, topk=3)
+    assert torch.allclose(fast, naive_propagate(query, memory, 0.3, 3, 2, False), atol=1e-5)
 
 
 def test_copy_soft_is_a_weighted_average_of_values():

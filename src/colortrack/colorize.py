@@ -18,7 +18,7 @@ from colortrack.errors import ColortrackError
 from colortrack.io_utils import IMAGE_ERRORS, check_new_file
 from colortrack.learned import FrameEncoder, grid_to_labels, padded_lab
 from colortrack.model import Encoder
-from colortrack.propagation import propagate
+from colortrack.propagation import Context, propagate
 from colortrack.video import VideoReader
 from colortrack.video_writer import VideoWriter
 
@@ -47,11 +47,11 @@ def recolor(frames: VideoReader, reference: np.ndarray, encoder: Encoder,
     ref_onehot = F.one_hot(classes, k).permute(2, 0, 1).float()
     embed = FrameEncoder(encoder, device, normalize=False)
     ref_embedding, _ = embed.step(reference, None)
-    memory = [(ref_embedding, ref_onehot)]
+    memory = Context(ref_embedding, ref_onehot, recent=0, radius=0)
     cache = None
     for frame in frames:
         embedding, cache = embed.step(frame, cache)
-        probs = propagate(embedding, memory, temperature=temperature, topk=None, radius=0)
+        probs = propagate(embedding, memory, temperature=temperature, topk=None)
         h, w = frame.shape[:2]
         full = torch.from_numpy(grid_to_labels(probs, stride, h, w))
         ab = centroids[full.argmax(0)].permute(2, 0, 1)

@@ -68,6 +68,7 @@ class PropagationConfig:
     global_first: bool = True  # search the first frame everywhere (CRW), not within the radius
     temperature: float = 0.05
     normalize: bool = True  # L2-normalise embeddings before the dot product
+    precision: str = "auto"  # encoder arithmetic: fp32, bf16, or auto (bf16 where native)
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,14 @@ optionally restricted to each target location's top-k references and to a local 
 
 from __future__ import annotations
 
+import collections
 import functools
 
 import torch
 import torch.nn.functional as F
 
 _FAR = -1e9  # score of a reference that is out of reach (finite, so softmax never sees all -inf)
+CONSTANT = 1e-5  # label spread below which every reference of a tile counts as the same label
 
 
 def dense_affinity(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -40,10 +42,10 @@ def copy_soft(scores: torch.Tensor, values: torch.Tensor, topk: int | None = Non
 
 
 # --- Local windows for tracking -------------------------------------------------------------
-# Queries are cut into square tiles of `tile` x `tile` cells; each tile attends to the window of
-# (tile + 2r)^2 cells around it in every context frame, so cost grows with r^2, not with h*w.
-# Larger tiles waste more products outside the radius but copy fewer overlapping windows; on
-# CPUs the copies dominate, and 16 beat 8 by 1.6x at 480p (timed with `propagate` alone).
+# Queries are cut into square tiles of `tile` x `tile` cells; each tile scores the window of
+# (tile + 2r)^2 cells around it in every windowed context frame, so cost grows with r^2, not
+# with h*w. Products outside a query's radius are wasted: (tile + 2r)^2 / (pi r^2) of them.
+# tile 8 beat 4 and 16 at radius 6-12 at 480p (benchmarks/bench_copy.py).
 
 
 def tile_queries(x: torch.Tensor, tile: int) -> torch.Tensor:
@@ -60,26 +62,6 @@ def untile(tiles: torch.Tensor, tile: int, h: int, w: int) -> torch.Tensor:
     c = tiles.shape[-1]
     cols = tiles.permute(2, 1, 0).reshape(1, c * tile * tile, -1)
     return F.fold(cols, (ph, pw), tile, stride=tile)[0, :, :h, :w]
-
-
-def windows(padded: torch.Tensor, tile: int, radius: int, y0: int, rows: int) -> torch.Tensor:
-    """Windows of `rows` tile rows from pixel row y0 of N stacked channel-last maps padded by
-    `radius` (and to whole tiles): (N, H', W', C) -> (rows * tiles per row, N * (tile+2r)^2, C).
-
-    The windows are a strided view of the maps, copied once by the final reshape."""
-    n, _, wp, c = padded.shape
-    size, per_row = tile + 2 * radius, (wp - 2 * radius) // tile
-    sn, sh, sw, sc = padded.stride()
-    view = padded.as_strided((rows, per_row, n, size, size, c),
-                             (tile * sh, tile * sw, sn, sh, sw, sc),
-                             padded.storage_offset() + y0 * sh)
-    return view.reshape(rows * per_row, n * size * size, c)
-
-
-def pad_for_windows(x: torch.Tensor, tile: int, radius: int) -> torch.Tensor:
-    """Zero-pad (..., h, w) by `radius` on every side, plus up to whole tiles."""
-    h, w = x.shape[-2:]
-    return F.pad(x, (radius, radius + (-w % tile), radius, radius + (-h % tile)))
 
 
 @functools.lru_cache(maxsize=16)
@@ -99,88 +81,145 @@ def window_mask(h: int, w: int, tile: int, radius: float) -> torch.Tensor:
     return near.unsqueeze(0) & inside
 
 
-def propagate(
-    query: torch.Tensor,
-    memory: list[tuple[torch.Tensor, torch.Tensor]],
-    *,
-    temperature: float,
-    topk: int | None,
-    radius: float,
-    global_first: bool = True,
-    tile: int = 16,
-    chunk: int = 16,
-) -> torch.Tensor:
-    """Labels of one frame by copying from context frames.
+class Context:
+    """What tracking copies from: the first frame and a ring of the last `recent` predictions.
 
-    query: (D, h, w) features of the new frame; memory: [(features (D, h, w), labels (C, h, w))],
-    the first frame first. Recent frames are searched within `radius` cells; the first frame
-    everywhere when `global_first` (CRW), else within the radius too (DINO). radius <= 0 searches
-    every frame everywhere. Returns (C, h, w) soft labels.
+    Windowed frames (the recent ones; the first too unless `global_first`) are stored once,
+    zero-padded by the radius and channels-last, in the layout the windows read, so a frame is
+    laid out once rather than once for each of the `recent` targets it serves. With every frame
+    windowed, each frame also keeps the range of its labels over each tile's window: a tile whose
+    references all carry the same label (background far from every object) gets that label
+    without scoring. radius <= 0 searches every frame everywhere, without windows.
+    """
+
+    def __init__(self, keys: torch.Tensor, labels: torch.Tensor, *, recent: int, radius: float,
+                 global_first: bool = True, tile: int = 8) -> None:
+        d, self.h, self.w = keys.shape
+        self.radius, self.tile, self.recent = radius, tile, recent
+        self.global_first = global_first or radius <= 0
+        self.first = (keys.flatten(1).T, labels.flatten(1).T)  # (hw, D), (hw, C)
+        self.dense: collections.deque = collections.deque(maxlen=recent)
+        if radius <= 0:
+            return
+        r, c = int(radius), labels.shape[0]
+        slots = recent + (0 if self.global_first else 1)
+        hp, wp = self.h + 2 * r + (-self.h % tile), self.w + 2 * r + (-self.w % tile)
+        self.keys = keys.new_zeros(slots, hp, wp, d)
+        self.values = labels.new_zeros(slots, hp, wp, c)
+        self.gy, self.gx = -(-self.h // tile), -(-self.w // tile)
+        self.high = labels.new_empty(slots, c, self.gy, self.gx)
+        self.low = labels.new_empty(slots, c, self.gy, self.gx)
+        self.count = 0  # frames appended so far
+        if not self.global_first:
+            self._store(0, keys, labels)
+
+    @property
+    def windowed(self) -> int:
+        """Frames searched within the radius."""
+        return min(self.count, self.recent) + (0 if self.global_first else 1)
+
+    def append(self, keys: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add a predicted frame; the oldest recent frame leaves once `recent` are held."""
+        if self.recent == 0:
+            return
+        if self.radius <= 0:
+            self.dense.append((keys.flatten(1).T, labels.flatten(1).T))
+            return
+        start = 0 if self.global_first else 1
+        self._store(start + self.count % self.recent, keys, labels)
+        self.count += 1
+
+    def _store(self, slot: int, keys: torch.Tensor, labels: torch.Tensor) -> None:
+        r, t, h, w = int(self.radius), self.tile, self.h, self.w
+        self.keys[slot, r:r + h, r:r + w] = keys.permute(1, 2, 0)
+        self.values[slot, r:r + h, r:r + w] = labels.permute(1, 2, 0)
+        pad = (r, r + (-w % t), r, r + (-h % t))
+        self.high[slot] = F.max_pool2d(F.pad(labels, pad, value=-torch.inf), t + 2 * r, t)
+        self.low[slot] = -F.max_pool2d(F.pad(-labels, pad, value=-torch.inf), t + 2 * r, t)
+
+    def windows(self, buffer: torch.Tensor, tiles: torch.Tensor) -> torch.Tensor:
+        """The windows of the given tiles in the windowed frames: (G, frames * size^2, channels),
+        read through a strided view of the padded buffer."""
+        n, size, t = self.windowed, self.tile + 2 * int(self.radius), self.tile
+        sn, sh, sw, sc = buffer.stride()
+        view = buffer.as_strided((self.gy, self.gx, n, size, size, buffer.shape[-1]),
+                                 (t * sh, t * sw, sn, sh, sw, sc))
+        return view[tiles // self.gx, tiles % self.gx].flatten(1, 3)
+
+    def constant_tiles(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(G,) bool: tiles whose windows in every windowed frame carry one label, and (G, C)
+        that label. Their queries' references all agree, so their copy is that label."""
+        n = self.windowed
+        high, low = self.high[:n].amax(0).flatten(1).T, self.low[:n].amin(0).flatten(1).T
+        return (high - low).amax(1) <= CONSTANT, high
+
+
+def propagate(query: torch.Tensor, context: Context, *, temperature: float, topk: int | None,
+              budget: int = 1 << 20) -> torch.Tensor:
+    """Labels (C, h, w) of a new frame with features (D, h, w), copied from `context`.
+
+    Recent frames are searched within the radius; the first frame everywhere when `global_first`
+    (CRW), else within the radius too (DINO). With top-k, each query keeps its k best references
+    over all frames. Queries are scored `budget` scores at a time, to stay in cache.
     """
     d, h, w = query.shape
-    if radius <= 0:
-        keys = torch.cat([f.flatten(1) for f, _ in memory], dim=1).T.unsqueeze(0)
-        values = torch.cat([v.flatten(1) for _, v in memory], dim=1).T.unsqueeze(0)
+    first_keys, first_values = context.first
+    if context.radius <= 0:
+        keys = torch.cat([first_keys, *(k for k, _ in context.dense)])
+        values = torch.cat([first_values, *(v for _, v in context.dense)])
         q = query.flatten(1).T.unsqueeze(0)
-        out = torch.cat([copy_soft(dense_affinity(qc, keys) / temperature, values, topk)
-                         for qc in q.split(4096, dim=1)], dim=1)
+        out = torch.cat([copy_soft(dense_affinity(qc, keys[None]) / temperature, values[None],
+                                   topk) for qc in q.split(4096, dim=1)], dim=1)
         return out[0].T.reshape(-1, h, w)
-    r = int(radius)
-    queries = tile_queries(query, tile)
-    per_row = (w + (-w % tile)) // tile
-    local = memory[1:] if global_first else memory
-    if local:
-        feats = pad_for_windows(torch.stack([f for f, _ in local]), tile, r)
-        feats = feats.permute(0, 2, 3, 1).contiguous()
-        labels = pad_for_windows(torch.stack([v for _, v in local]), tile, r)
-        labels = labels.permute(0, 2, 3, 1).contiguous()
-        mask = window_mask(h, w, tile, float(radius)).to(query.device).unsqueeze(2)
-    if global_first:
-        first_keys = memory[0][0].flatten(1).T.unsqueeze(0)
-        first_values = memory[0][1].flatten(1).T.unsqueeze(0)
-    outputs = []
-    rows = max(1, chunk // per_row)
-    for row in range(0, queries.shape[0] // per_row, rows):
-        g0, g1 = row * per_row, min(queries.shape[0], (row + rows) * per_row)
-        n_rows = (g1 - g0) // per_row
-        q = queries[g0:g1]
-        parts: list[tuple[torch.Tensor, torch.Tensor]] = []  # (G, Q, P, Nk) scores, (G, P, Nk, C)
-        if global_first:
-            parts.append((dense_affinity(q, first_keys).unsqueeze(2),
-                          first_values.unsqueeze(1).expand(len(q), -1, -1, -1)))
-        if local:
-            scores = dense_affinity(q, windows(feats, tile, r, row * tile, n_rows))
-            scores = scores.view(len(q), q.shape[1], len(local), -1)
-            scores.masked_fill_(~mask[g0:g1], _FAR)
-            values = windows(labels, tile, r, row * tile, n_rows)
-            parts.append((scores, values.view(len(q), len(local), -1, values.shape[-1])))
-        outputs.append(_copy_parts(parts, temperature, topk))
-    return untile(torch.cat(outputs), tile, h, w)
+    tile, n = context.tile, context.windowed
+    queries = tile_queries(query, tile)  # (G, t*t, D)
+    out = queries.new_empty(len(queries), tile * tile, first_values.shape[1])
+    todo = torch.arange(len(queries), device=query.device)
+    if not context.global_first:  # else every query sees the whole first frame, never constant
+        constant, label = context.constant_tiles()
+        out[constant] = label[constant].unsqueeze(1)
+        todo = todo[~constant]
+    if n:
+        mask = window_mask(h, w, tile, float(context.radius)).to(query.device).unsqueeze(2)
+    size = tile + 2 * int(context.radius)
+    per_tile = tile * tile * (n * size * size + (h * w if context.global_first else 0))
+    for tiles in todo.split(max(1, budget // per_tile)):
+        q = queries[tiles]
+        parts = []  # (scores (G, Q, N), values (N, C) or (G, N, C))
+        if context.global_first:
+            parts.append((dense_affinity(q, first_keys[None]), first_values))
+        if n:
+            scores = dense_affinity(q, context.windows(context.keys, tiles))
+            scores.view(len(q), q.shape[1], n, -1).masked_fill_(~mask[tiles], _FAR)
+            parts.append((scores, context.windows(context.values, tiles)))
+        out[tiles] = _copy_parts(parts, temperature, topk)
+    return untile(out, tile, h, w)
 
 
 def _copy_parts(parts: list[tuple[torch.Tensor, torch.Tensor]], temperature: float,
                 topk: int | None) -> torch.Tensor:
     """`copy_soft` over the union of several reference sets, without concatenating them whole.
 
-    With top-k, each set first keeps its own k best (the k best of a union are among them), so
-    only k candidates per set and query are gathered. Returns (G, Q, C).
+    With top-k, each set first keeps its own k best (the k best of a union are among them);
+    without, the sets' softmaxes are merged through their log-sum-exps. Returns (G, Q, C).
     """
     if topk is None:
-        scores = torch.cat([s.flatten(2) for s, _ in parts], dim=-1)
-        values = torch.cat([v.flatten(1, 2) for _, v in parts], dim=1)
-        return copy_soft(scores.div_(temperature), values)
-    candidates, picked = [], []
-    for scores, values in parts:  # scores (G, Q, P, Nk), values (G, P, Nk, C)
-        k = min(topk, scores.shape[-1])
-        top, index = scores.topk(k, dim=-1)
-        g, q, p = index.shape[:3]
-        rows = (torch.arange(g).view(g, 1, 1, 1) * p + torch.arange(p).view(1, 1, p, 1)) * (
-            values.shape[2])
-        flat = values.reshape(-1, values.shape[-1])
-        candidates.append(top.flatten(2))
-        picked.append(flat[(index + rows).flatten(2)])  # (G, Q, P*k, C)
-    scores = torch.cat(candidates, dim=-1)
-    values = torch.cat(picked, dim=2)
-    g, q, n, c = values.shape
-    out = copy_soft(scores.view(g * q, 1, n).div_(temperature), values.view(g * q, n, c), topk)
+        scores = [s / temperature for s, _ in parts]
+        totals = torch.stack([s.logsumexp(-1) for s in scores])  # (P, G, Q)
+        weights = torch.softmax(totals, dim=0).unsqueeze(-1)
+        return sum(wt * copy_soft(s, v if v.dim() == 3 else v[None])
+                   for wt, s, (_, v) in zip(weights, scores, parts, strict=True))
+    tops, picked = [], []
+    for scores, values in parts:
+        top, index = scores.topk(min(topk, scores.shape[-1]), dim=-1)  # (G, Q, k)
+        if values.dim() == 2:
+            picked.append(values[index])
+        else:
+            g, nk = values.shape[:2]
+            offsets = torch.arange(g, device=index.device).view(g, 1, 1) * nk
+            picked.append(values.reshape(g * nk, -1)[index + offsets])  # (G, Q, k, C)
+        tops.append(top)
+    top, values = torch.cat(tops, dim=-1), torch.cat(picked, dim=2)
+    g, q, k, c = values.shape
+    out = copy_soft(top.view(g * q, 1, k) / temperature, values.view(g * q, k, c), topk)
     return out.view(g, q, c)

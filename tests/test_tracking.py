@@ -13,7 +13,14 @@ import pytest
 from colortrack.annotations import read_mask, write_mask
 from colortrack.errors import ColortrackError, UsageError
 from colortrack.keypoints import Keypoints, write_track_json
-from colortrack.tracking import Tracker, decode_heatmaps, heatmaps, make_propagator, track_to_dir
+from colortrack.tracking import (
+    Tracker,
+    argmax_channels,
+    decode_heatmaps,
+    heatmaps,
+    make_propagator,
+    track_to_dir,
+)
 
 H, W, SHIFT, N = 64, 96, 2, 5
 
@@ -172,3 +179,10 @@ def test_overlay_and_gif(tmp_path: Path) -> None:
     write_gif(tmp_path / "a.gif", [shown, drawn], fps=5)
     with Image.open(tmp_path / "a.gif") as gif:
         assert gif.n_frames == 2 and gif.size == (W, H)
+
+
+def test_argmax_channels_matches_numpy_including_ties():
+    rng = np.random.default_rng(0)
+    soft = rng.integers(0, 3, (4, 7, 9)).astype(np.float32)  # many ties
+    assert np.array_equal(argmax_channels(soft), soft.argmax(0))
+    assert argmax_channels(soft).dtype == np.uint8

@@ -34,7 +34,7 @@ from colortrack.keypoints import (
     write_track_csv,
     write_track_json,
 )
-from colortrack.video import VideoReader
+from colortrack.video import VideoReader, prefetch
 from colortrack.video_writer import VideoWriter
 from colortrack.visualize import draw_points, overlay_mask
 
@@ -103,6 +103,17 @@ def _open(video: Video) -> Iterator[Iterable[np.ndarray]]:
         yield video
 
 
+def argmax_channels(soft: np.ndarray) -> np.ndarray:
+    """`soft.argmax(0)` for (K, H, W) as uint8, 2-3x faster: NumPy reduces the outer axis
+    with strided reads, this runs K contiguous comparisons. Ties go to the first channel."""
+    best, index = soft[0].copy(), np.zeros(soft.shape[1:], dtype=np.uint8)
+    for k in range(1, len(soft)):
+        better = soft[k] > best
+        index[better] = k
+        np.maximum(best, soft[k], out=best)
+    return index
+
+
 class Tracker:
     """Tracks objects and points through a video from their first-frame annotation.
 
@@ -146,8 +157,8 @@ class Tracker:
                 pending.append(frame)
                 yield frame
 
-        with _open(video) as frames:
-            iterator = record(frames)
+        with _open(video) as frames, contextlib.closing(prefetch(frames)) as decoded:
+            iterator = record(decoded)
             first = next(iterator, None)
             if first is None:
                 raise ColortrackError(empty)
@@ -190,7 +201,7 @@ class Tracker:
 
         empty = f"{_name(video)}: the video has no frames"
         for index, frame, soft in self._propagate(video, labels_of, empty):
-            yield index, frame, ids if index == 0 else lookup[soft.argmax(0)]
+            yield index, frame, ids if index == 0 else lookup[argmax_channels(soft)]
 
     def track(
         self, video: Video, first_mask: np.ndarray | str | Path

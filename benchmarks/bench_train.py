@@ -9,9 +9,11 @@ encoder forward, colorization loss, backward, Adam step) on random clips of the 
 refs, in train mode; `paper` uses a smaller batch on CPU (--paper-batch). Its FLOPs are counted
 once with torch's FlopCounterMode (forward + backward). Data: `ClipDataset(...)[i]` on
 ../shared/data/train-videos with the preset's TrainConfig, in this process (training runs
-`workers` of these in parallel). Inference: trunk + one head step on a 480p frame, its GFLOPs
-from `model.gflops_per_frame`. "% of peak" compares achieved GFLOP/s with the best of 5 fp32
-2048x2048 matmuls. Timings are wall clock: noisy when other jobs share the CPU.
+`workers` of these in parallel). Inference: trunk + one head step on a 480p frame with the
+encoder as tracking runs it (BatchNorm folded, channels-last), in fp32 and, where the CPU has
+native bfloat16, in bf16 autocast; its GFLOPs from `model.gflops_per_frame`. "% of peak" compares
+achieved GFLOP/s with the best of 5 2048x2048 matmuls of the same precision (training: fp32).
+Timings are wall clock: noisy when other jobs share the CPU.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from colortrack.checkpoint import load_model
 from colortrack.clips import ClipDataset, find_videos
 from colortrack.config import preset
-from colortrack.model import Encoder, colorization_loss, gflops_per_frame
+from colortrack.learned import native_bf16
+from colortrack.model import Encoder, colorization_loss, fused_for_inference, gflops_per_frame
 from colortrack.train import to_lab_batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,23 +52,23 @@ def best_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1,
     return min(times)
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """Measured fp32 GFLOP/s of an n x n @ n x n matmul (best of `repeats`)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
+    """Measured GFLOP/s of an n x n @ n x n matmul in `dtype` (best of `repeats`)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     return 2 * n**3 / best_seconds(lambda: a @ b, repeats) / 1e9
 
 
-def inference(encoder: Encoder, repeats: int) -> tuple[float, float]:
-    """(GFLOPs, seconds) of embedding one 480p frame: trunk + one head step."""
-    encoder.eval()
-    frame = torch.rand(1, 1, 480, 856) * 100
+def inference(encoder: Encoder, repeats: int, dtype: torch.dtype) -> float:
+    """Seconds to embed one 480p frame (trunk + one head step) as tracking does, in `dtype`."""
+    fused = fused_for_inference(encoder)
+    frame = (torch.rand(1, 1, 480, 856) * 100).contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def step() -> None:
-        encoder.head.step(encoder.features(frame), None)
+        with torch.autocast("cpu", dtype, enabled=dtype != torch.float32):
+            fused.head.step(fused.features(frame), None)
 
-    gflops = gflops_per_frame(encoder)  # runs the encoder once: the warm-up
-    return gflops, best_seconds(step, repeats, warmup=0, budget=3.0)
+    return best_seconds(step, repeats, budget=3.0)
 
 
 def training(name: str, batch: int, repeats: int) -> tuple[float, float]:
@@ -120,25 +123,31 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps or (1 if args.quick else 5)
     items = args.items or (20 if args.quick else 100)
     videos = find_videos([args.videos])[: args.max_videos or (8 if args.quick else None)]
+    bf16 = native_bf16(torch.device("cpu"))
     peak = matmul_gflops()
-    print(f"{torch.get_num_threads()} torch threads; fp32 2048^3 matmul: {peak:.1f} GFLOP/s "
-          f"(best of 5) = 100% peak; training: best of {steps} steps; inference: best of "
-          f"{steps}+ (up to 10 within 3 s)")
-    print(f"{'preset':<7}{'params M':>9}{'GFLOP/480p':>11}{'ms/480p':>9}{'% peak':>7}"
-          f"{'batch':>7}{'GFLOP/step':>11}{'s/step':>8}{'clips/s':>8}{'% peak':>7}"
-          f"{'data build s':>13}{'data clips/s':>13}")
+    peak16 = matmul_gflops(torch.bfloat16) if bf16 else float("nan")
+    print(f"{torch.get_num_threads()} torch threads; 2048^3 matmul (best of 5) = 100% peak: fp32 "
+          f"{peak:.1f} GFLOP/s, bf16 {peak16:.1f} GFLOP/s{'' if bf16 else ' (not native)'}; "
+          f"training: best of {steps} steps; inference: best of {steps}+ (up to 10 within 3 s)")
+    print(f"{'preset':<7}{'params M':>9}{'GFLOP/480p':>11}{'ms fp32':>8}{'% peak':>7}"
+          f"{'ms bf16':>8}{'% peak':>7}{'batch':>6}{'GFLOP/step':>11}{'s/step':>7}"
+          f"{'clips/s':>8}{'clips/h':>8}{'% peak':>7}{'data build s':>13}{'data clips/s':>13}")
     for name in args.presets.split(","):
-        encoder = Encoder(preset(name).model)
+        encoder = Encoder(preset(name).model).eval()
         params = sum(p.numel() for p in encoder.parameters()) / 1e6
-        gflops, seconds = inference(encoder, steps)
+        gflops = gflops_per_frame(encoder)
+        fp32 = inference(encoder, steps, torch.float32)
+        half = inference(encoder, steps, torch.bfloat16) if bf16 else float("nan")
         paper_batch = args.paper_batch or (1 if args.quick else 4)
         batch = paper_batch if name == "paper" else preset(name).train.batch
         train_gflop, step_s = training(name, batch, steps)
         built, per_item = data(name, videos, items)
-        print(f"{name:<7}{params:>9.2f}{gflops:>11.2f}{1e3 * seconds:>9.0f}"
-              f"{100 * gflops / seconds / peak:>7.1f}{batch:>7}{train_gflop:>11.1f}"
-              f"{step_s:>8.2f}{batch / step_s:>8.2f}{100 * train_gflop / step_s / peak:>7.1f}"
-              f"{built:>13.1f}{1 / per_item:>13.1f}", flush=True)
+        print(f"{name:<7}{params:>9.2f}{gflops:>11.2f}{1e3 * fp32:>8.0f}"
+              f"{100 * gflops / fp32 / peak:>7.1f}{1e3 * half:>8.0f}"
+              f"{100 * gflops / half / peak16:>7.1f}{batch:>6}{train_gflop:>11.1f}"
+              f"{step_s:>7.2f}{batch / step_s:>8.2f}{3600 * batch / step_s:>8.0f}"
+              f"{100 * train_gflop / step_s / peak:>7.1f}{built:>13.1f}{1 / per_item:>13.1f}",
+              flush=True)
     print(f"data: {len(videos)} videos from {args.videos}, {items} items, one process; "
           "`cpu` decodes every video once at build (cache_short_side), `paper` seeks per clip")
     return 0

@@ -90,3 +90,22 @@ def test_colorize_a_video_whose_size_is_not_a_multiple_of_the_stride(make_video,
     with VideoReader(out) as video:
         assert (video.info.width, video.info.height) == (70, 50)
         assert sum(1 for _ in video) == 3
+
+
+@pytest.mark.skipif(not default_model_path().is_file(), reason="no shipped model")
+def test_bf16_embeddings_stay_close_to_fp32():
+    import torch
+
+    video, _ = square_on_texture(frames=2)
+    embed = {p: LearnedPropagator.from_checkpoint(propagation=PropagationConfig(precision=p))
+             for p in ("fp32", "bf16")}
+    a, b = (list(embed[p].frames.stream(iter(video)))[-1] for p in ("fp32", "bf16"))
+    assert a.dtype == b.dtype == torch.float32
+    assert float((a * b).sum(0).min()) > 0.99  # unit vectors: cosine similarity per cell
+
+
+def test_unknown_precision_is_a_usage_error():
+    from colortrack.errors import UsageError
+
+    with pytest.raises(UsageError, match="precision"):
+        LearnedPropagator.random(PropagationConfig(precision="fp8"))

@@ -23,10 +23,17 @@ DAVIS_METHODS = {
     "flow": "OpenCV DIS optical flow, warping the previous soft labels",
     "pixels": "raw Lab pixels as features, same protocol (no learning)",
     "random": "randomly initialised `cpu` encoder, same protocol",
-    "model": "the shipped model (learned by colorization), same protocol",
-    "model-ctx20": "the shipped model with CRW's context of 20 recent frames (`--set context=20`)",
+    "model": "the shipped model (learned by colorization), default protocol",
+    "model-fp32": "the same with the encoder in float32 (`--set precision=fp32`)",
+    "model-r8": "the shipped model searching 8 cells instead of 12 (`--set radius=8`): faster",
+    "model-global-first": "the shipped model with CRW's unrestricted first frame "
+                          "(`--set global_first=true`)",
 }
-EXTRA_ARGS = {"model-ctx20": ["--method", "model", "--set", "context=20"]}
+EXTRA_ARGS = {
+    "model-fp32": ["--method", "model", "--set", "precision=fp32"],
+    "model-r8": ["--method", "model", "--set", "radius=8"],
+    "model-global-first": ["--method", "model", "--set", "global_first=true"],
+}
 BADJA_METHODS = ("identity", "flow", "model")
 PAPER = ("| copy first mask | 22.9 |\n| FlowNet2 optical flow | 26.0 |\n"
          "| colorization (Vondrick et al.) | 34.0 |\n| CRW (Jabri et al.) | 67.6 |")
@@ -46,9 +53,10 @@ def bench(kind: str, method: str, data: Path, out: Path, reuse: bool) -> dict:
     return json.loads(path.read_text())
 
 
-def script_table(name: str, args: list[str], out: Path, reuse: bool) -> str:
-    """stdout of another benchmark script (kept in --out, reused with --reuse), as a code block."""
-    path = out / f"{name}.txt"
+def script_table(name: str, args: list[str], out: Path, reuse: bool, tag: str = "") -> str:
+    """stdout of another benchmark script (kept in --out as NAME{tag}.txt, reused with --reuse),
+    as a code block."""
+    path = out / f"{name}{tag}.txt"
     if not (reuse and path.is_file()):
         result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *args],
                                 check=True, capture_output=True, text=True)
@@ -125,8 +133,10 @@ def main() -> None:
     davis = {m: bench("davis", m, args.data, args.out, args.reuse) for m in DAVIS_METHODS}
     badja = {m: bench("badja", m, args.data, args.out, args.reuse) for m in BADJA_METHODS}
     speed = script_table("bench_tracking", ["--frames", "40"], args.out, args.reuse)
-    memory = script_table("bench_memory", ["--lengths", "100,1000,5000", "--size", "240x136"],
-                          args.out, args.reuse)
+    speed_r8 = script_table("bench_tracking", ["--frames", "40", "--methods", "model", "--set",
+                                               "radius=8"], args.out, args.reuse, "-r8")
+    reference = script_table("reference_propagation", ["--frames", "15"], args.out, args.reuse)
+    memory = script_table("bench_memory", ["--lengths", "100,1000,5000"], args.out, args.reuse)
     training = script_table("bench_train", ["--quick"], args.out, args.reuse)
     legend = "\n".join(f"- `{m}`: {text}" for m, text in DAVIS_METHODS.items())
     text = f"""
@@ -151,12 +161,21 @@ joints (`colortrack bench badja`):
 
 ### Speed and memory (2 CPU cores; `benchmarks/`)
 
-Tracking at 480p, ms per frame by stage, on the first 40 frames of DAVIS `dog`:
+Tracking at 480p, ms per frame by stage, on the first 40 frames of DAVIS `dog`, with the default
+settings and with the faster radius of 8 cells:
 
 {speed}
 
-Peak memory against video length (a generated moving texture at 240×136, so that 5,000 frames
-run in minutes; memory is bounded by the context, not the length):
+{speed_r8}
+
+The fast path against a plain reference of the same protocol (`benchmarks/reference_propagation.py`:
+all features first, dense affinity of each frame against its whole context, mask, top-k), on the
+first 15 frames of `dog`:
+
+{reference}
+
+Peak memory against video length (a generated moving texture at 854×480; memory is bounded by the
+context, not the length):
 
 {memory}
 

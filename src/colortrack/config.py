@@ -64,8 +64,8 @@ class PropagationConfig:
 
     context: int = 7  # previous predicted frames kept besides the first frame (DINO, UVC: 7)
     topk: int = 10
-    radius: float = 12.0  # in feature cells, for the recent frames; 0 = no restriction
-    global_first: bool = True  # search the first frame everywhere (CRW), not within the radius
+    radius: float = 12.0  # in feature cells, for every frame searched; 0 = no restriction
+    global_first: bool = False  # True: search the first frame everywhere (CRW), not in the radius
     temperature: float = 0.05
     normalize: bool = True  # L2-normalise embeddings before the dot product
     precision: str = "auto"  # encoder arithmetic: fp32, bf16, or auto (bf16 where native)

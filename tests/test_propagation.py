@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from colortrack.propagation import Context, copy_soft, propagate, tile_queries, untile
+from colortrack.propagation import (
+    Context,
+    copy_soft,
+    fast_topk,
+    propagate,
+    tile_queries,
+    untile,
+)
 
 
 def naive_propagate(query, memory, temperature, topk, radius, global_first):
@@ -92,3 +99,15 @@ def test_copy_soft_is_a_weighted_average_of_values():
 def test_tiles_round_trip():
     x = torch.randn(5, 9, 14)
     assert torch.equal(untile(tile_queries(x, 4), 4, 9, 14), x)
+
+
+@pytest.mark.parametrize("n,k", [(4096, 10), (96, 10), (130, 5), (64, 10)])
+def test_fast_topk_gives_the_top_k(n, k):
+    torch.manual_seed(3)
+    scores = torch.randn(3, 7, n)
+    scores[0, 0, : n // 2] = -1e9  # masked references, as outside the radius
+    scores[1, 1] = scores[1, 1].round()  # ties
+    top, index = fast_topk(scores, k)
+    expected, _ = scores.topk(k, dim=-1)
+    assert torch.equal(top, expected)
+    assert torch.equal(scores.gather(-1, index), top)

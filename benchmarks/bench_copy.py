@@ -1,0 +1,103 @@
+"""The copy step alone (`propagation.propagate`) at 480p, by radius, tile size and chunk budget.
+
+    python benchmarks/bench_copy.py                         # DAVIS `dog`, 20 frames
+    python benchmarks/bench_copy.py --radius 8,12 --tile 4,8,16 --budget 262144,1048576
+    python benchmarks/bench_copy.py --set global_first=true --radius 12
+
+The shipped model tracks the first frames of a DAVIS sequence with each setting; every call of
+the copy step is repeated `--repeat` times and its median kept, so the table is steadier than an
+end-to-end run. Rows give the mean over frames of those medians (ms per frame) and the share of
+query tiles answered without scoring (all references carry one label).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import itertools
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+import colortrack.learned as learned
+import colortrack.propagation as propagation
+from colortrack.config import PropagationConfig, override
+from colortrack.davis import DavisDataset
+from colortrack.metrics import VOID_ID
+
+ROOT = Path(__file__).resolve().parents[1]
+DAVIS = ROOT.parent / "shared" / "data" / "davis2016-dev"
+
+
+def measure(frames: list[np.ndarray], first: np.ndarray, cfg: PropagationConfig, tile: int,
+            budget: int, repeat: int) -> tuple[float, float]:
+    """(mean over frames of the median ms of one copy, share of tiles skipped)."""
+    times: list[float] = []
+    skipped: list[float] = []
+    original_propagate, original_context = propagation.propagate, learned.Context
+
+    def timed(query: torch.Tensor, context: Any, **kwargs: Any) -> torch.Tensor:
+        runs = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            out = original_propagate(query, context, budget=budget, **kwargs)
+            runs.append(time.perf_counter() - start)
+        times.append(statistics.median(runs))
+        if not context.global_first:
+            skipped.append(float(context.constant_tiles()[0].float().mean()))
+        return out
+
+    learned.propagate = timed
+    learned.Context = functools.partial(original_context, tile=tile)
+    try:
+        propagator = learned.LearnedPropagator.from_checkpoint(None, cfg)
+        for _ in propagator.propagate(iter(frames), first):
+            pass
+    finally:
+        learned.propagate, learned.Context = original_propagate, original_context
+    return 1e3 * statistics.mean(times), statistics.mean(skipped) if skipped else 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--davis", type=Path, default=DAVIS, help="DAVIS root")
+    parser.add_argument("--sequence", default="dog")
+    parser.add_argument("--frames", type=int, default=20)
+    parser.add_argument("--radius", default="8,12", help="comma-separated radii (cells)")
+    parser.add_argument("--tile", default="4,8,16", help="comma-separated tile sizes")
+    parser.add_argument("--budget", default=str(1 << 20), help="comma-separated scores/chunk")
+    parser.add_argument("--repeat", type=int, default=3, help="calls per frame (median kept)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dataset = DavisDataset(args.davis, sequences=[args.sequence])
+    paths = dataset.frame_paths(args.sequence)[: args.frames]
+    frames = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    ids = dataset.first_mask(args.sequence)
+    ids[ids == VOID_ID] = 0
+    first = (ids[None] == np.unique(ids)[:, None, None]).astype(np.float32)
+    base = override(PropagationConfig(), args.set)
+    h, w = ids.shape
+    print(f"DAVIS {args.sequence}, {w}x{h}, {len(frames)} frames, "
+          f"{torch.get_num_threads()} torch threads, median of {args.repeat} calls per frame; "
+          f"{base}")
+    print(f"{'radius':>6}{'tile':>6}{'budget':>10}{'copy ms/frame':>15}{'tiles skipped':>15}")
+    grid = itertools.product(args.radius.split(","), args.tile.split(","),
+                             args.budget.split(","))
+    for radius, tile, budget in grid:
+        cfg = override(base, [f"radius={radius}"])
+        ms, skipped = measure(frames, first, cfg, int(tile), int(budget), args.repeat)
+        print(f"{radius:>6}{tile:>6}{budget:>10}{ms:>15.1f}{100 * skipped:>14.0f}%", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -78,6 +78,15 @@ def davis_table(results: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
+def versus_pixels(model: dict, pixels: dict) -> str:
+    """The brief's test of emergence: do learned features beat raw pixels, and where?"""
+    wins = [s for s in model["sequences"]
+            if model["sequences"][s]["J&F"] > pixels["sequences"][s]["J&F"]]
+    return (f"Learned features against raw pixels, same protocol: {model['J&F']:.1f} vs "
+            f"{pixels['J&F']:.1f} J&F ({model['J&F'] - pixels['J&F']:+.1f}); the model is ahead on "
+            f"{len(wins)} of {len(model['sequences'])} sequences ({', '.join(sorted(wins))}).")
+
+
 def badja_table(results: dict[str, dict]) -> str:
     rows = ["| method | PCK@0.1 | PCK@0.2 |", "|---|---|---|"]
     for method, r in results.items():
@@ -139,6 +148,7 @@ def main() -> None:
     memory = script_table("bench_memory", ["--lengths", "100,1000,5000"], args.out, args.reuse)
     training = script_table("bench_train", ["--quick"], args.out, args.reuse)
     legend = "\n".join(f"- `{m}`: {text}" for m, text in DAVIS_METHODS.items())
+    legend += "\n\n" + versus_pixels(davis["model"], davis["pixels"])
     text = f"""
 ## Results
 

@@ -269,3 +269,24 @@ def test_bundled_demo_clip():
     assert [m.name for m in masks] == [f"{i:05d}.png" for i in range(30)]
     assert set(np.unique(read_mask(masks[0])).tolist()) == {0, 1}
     assert "CC BY 4.0" in (demo / "ATTRIBUTION.md").read_text()
+
+
+def test_prefetch_yields_everything_in_order_and_reraises_errors():
+    import threading
+
+    from colortrack.video import prefetch
+
+    assert list(prefetch(iter(range(50)), depth=3)) == list(range(50))
+
+    def broken():
+        yield 1
+        raise ColortrackError("frame 2 is corrupt")
+
+    stream = prefetch(broken())
+    assert next(stream) == 1
+    with pytest.raises(ColortrackError, match="corrupt"):
+        next(stream)
+    endless = prefetch(iter(int, 1), depth=2)  # an iterator that never ends
+    assert next(endless) == 0
+    endless.close()  # the consumer stops: the decoding thread must stop too
+    assert not any(t.name == "colortrack-decode" for t in threading.enumerate())

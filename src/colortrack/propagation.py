@@ -64,29 +64,27 @@ def untile(tiles: torch.Tensor, tile: int, h: int, w: int) -> torch.Tensor:
     return F.fold(cols, (ph, pw), tile, stride=tile)[0, :, :h, :w]
 
 
-@functools.lru_cache(maxsize=16)
-def window_mask(h: int, w: int, tile: int, radius: float) -> torch.Tensor:
-    """(G, tile*tile, (tile+2r)^2) bool: key inside the image and closer than `radius` cells."""
+@functools.lru_cache(maxsize=8)
+def window_bias(h: int, w: int, tile: int, radius: float, device: torch.device
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scores to add to the (tile+2r)^2 windows so that keys out of reach never count: 0 within
+    reach, _FAR beyond. Three parts that add up: (t*t, 1, S, S) for keys `radius` cells or
+    farther from the query (the same in every tile), and (Gy, S, 1) / (Gx, 1, S) for window rows
+    and columns outside the image; memory grows with the number of tiles times S, not S^2.
+    (Adding runs 20x faster on CPUs than a broadcast masked_fill.)"""
     r = int(radius)
     size = tile + 2 * r
-    ty, tx = torch.meshgrid(torch.arange(0, h + (-h % tile), tile),
-                            torch.arange(0, w + (-w % tile), tile), indexing="ij")
     qy, qx = torch.meshgrid(torch.arange(tile), torch.arange(tile), indexing="ij")
     ky, kx = torch.meshgrid(torch.arange(size) - r, torch.arange(size) - r, indexing="ij")
-    qy, qx, ky, kx = qy.reshape(-1, 1), qx.reshape(-1, 1), ky.reshape(1, -1), kx.reshape(1, -1)
-    near = ((ky - qy) ** 2 + (kx - qx) ** 2).float() < radius**2  # (t*t, size*size)
-    abs_y = ty.reshape(-1, 1, 1) + ky.unsqueeze(0)  # (G, 1, size*size)
-    abs_x = tx.reshape(-1, 1, 1) + kx.unsqueeze(0)
-    inside = (abs_y >= 0) & (abs_y < h) & (abs_x >= 0) & (abs_x < w)
-    return near.unsqueeze(0) & inside
+    far = ((ky.reshape(1, -1) - qy.reshape(-1, 1)) ** 2
+           + (kx.reshape(1, -1) - qx.reshape(-1, 1)) ** 2).float() >= radius**2
+    circle = torch.zeros(far.shape).masked_fill_(far, _FAR).view(tile * tile, 1, size, size)
 
+    def outside(length: int) -> torch.Tensor:  # (tiles along the axis, S): key row/col outside
+        cells = torch.arange(0, length + (-length % tile), tile).unsqueeze(1) + ky[:, 0]
+        return torch.zeros(cells.shape).masked_fill_((cells < 0) | (cells >= length), _FAR)
 
-@functools.lru_cache(maxsize=4)
-def window_bias(h: int, w: int, tile: int, radius: float, device: torch.device) -> torch.Tensor:
-    """`window_mask` as scores to add, (G, tile*tile, 1, (tile+2r)^2): 0 within reach, _FAR
-    beyond (a broadcast add runs 20x faster on CPUs than a broadcast masked_fill)."""
-    mask = window_mask(h, w, tile, radius).to(device).unsqueeze(2)
-    return torch.zeros(mask.shape, device=device).masked_fill_(~mask, _FAR)
+    return circle.to(device), outside(h).unsqueeze(2).to(device), outside(w).unsqueeze(1).to(device)
 
 
 class Context:
@@ -189,7 +187,7 @@ def propagate(query: torch.Tensor, context: Context, *, temperature: float, topk
         out[constant] = label[constant].unsqueeze(1)
         todo = todo[~constant]
     if n:
-        bias = window_bias(h, w, tile, float(context.radius), query.device)
+        circle, rows, cols = window_bias(h, w, tile, float(context.radius), query.device)
     size = tile + 2 * int(context.radius)
     per_tile = tile * tile * (n * size * size + (h * w if context.global_first else 0))
     for tiles in todo.split(max(1, budget // per_tile)):
@@ -200,7 +198,9 @@ def propagate(query: torch.Tensor, context: Context, *, temperature: float, topk
         if n:
             listed = tiles.tolist()
             scores = dense_affinity(q, context.windows(context.keys, listed))
-            scores.view(len(q), q.shape[1], n, -1).add_(bias[tiles])
+            edges = rows[tiles // context.gx] + cols[tiles % context.gx]  # (G, S, S)
+            bias = circle + edges.view(len(q), 1, 1, size, size)  # (G, t*t, 1, S, S)
+            scores.view(len(q), q.shape[1], n, size, size).add_(bias)
             parts.append((scores, context.windows(context.values, listed)))
         out[tiles] = _copy_parts(parts, temperature, topk)
     return untile(out, tile, h, w)

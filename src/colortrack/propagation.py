@@ -66,12 +66,13 @@ def untile(tiles: torch.Tensor, tile: int, h: int, w: int) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=8)
 def window_bias(h: int, w: int, tile: int, radius: float, device: torch.device
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores to add to the (tile+2r)^2 windows so that keys out of reach never count: 0 within
-    reach, _FAR beyond. Three parts that add up: (t*t, 1, S, S) for keys `radius` cells or
-    farther from the query (the same in every tile), and (Gy, S, 1) / (Gx, 1, S) for window rows
-    and columns outside the image; memory grows with the number of tiles times S, not S^2.
-    (Adding runs 20x faster on CPUs than a broadcast masked_fill.)"""
+    reach, _FAR beyond (adding runs 20x faster on CPUs than a broadcast masked_fill).
+
+    A window's bias depends only on which of its rows and columns fall outside the image, so
+    there are a few kinds (inner tiles, each border): returns the biases of the kinds,
+    (K, t*t, 1, S*S), and each tile's kind, (G,). Memory does not grow with the image."""
     r = int(radius)
     size = tile + 2 * r
     qy, qx = torch.meshgrid(torch.arange(tile), torch.arange(tile), indexing="ij")
@@ -80,11 +81,18 @@ def window_bias(h: int, w: int, tile: int, radius: float, device: torch.device
            + (kx.reshape(1, -1) - qx.reshape(-1, 1)) ** 2).float() >= radius**2
     circle = torch.zeros(far.shape).masked_fill_(far, _FAR).view(tile * tile, 1, size, size)
 
-    def outside(length: int) -> torch.Tensor:  # (tiles along the axis, S): key row/col outside
+    def outside(length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per tile along one axis, which of its S window cells are outside: kinds and ids."""
         cells = torch.arange(0, length + (-length % tile), tile).unsqueeze(1) + ky[:, 0]
-        return torch.zeros(cells.shape).masked_fill_((cells < 0) | (cells >= length), _FAR)
+        kinds, ids = torch.unique((cells < 0) | (cells >= length), dim=0, return_inverse=True)
+        return torch.zeros(kinds.shape).masked_fill_(kinds, _FAR), ids
 
-    return circle.to(device), outside(h).unsqueeze(2).to(device), outside(w).unsqueeze(1).to(device)
+    rows, row_ids = outside(h)
+    cols, col_ids = outside(w)
+    edges = rows[:, None, :, None] + cols[None, :, None, :]  # (rows kinds, cols kinds, S, S)
+    biases = (circle + edges.reshape(-1, 1, 1, size, size)).flatten(-2)
+    kind = row_ids[:, None] * len(cols) + col_ids[None, :]  # (Gy, Gx)
+    return biases.to(device), kind.flatten().to(device)
 
 
 class Context:
@@ -187,7 +195,7 @@ def propagate(query: torch.Tensor, context: Context, *, temperature: float, topk
         out[constant] = label[constant].unsqueeze(1)
         todo = todo[~constant]
     if n:
-        circle, rows, cols = window_bias(h, w, tile, float(context.radius), query.device)
+        biases, kind = window_bias(h, w, tile, float(context.radius), query.device)
     size = tile + 2 * int(context.radius)
     per_tile = tile * tile * (n * size * size + (h * w if context.global_first else 0))
     for tiles in todo.split(max(1, budget // per_tile)):
@@ -198,9 +206,7 @@ def propagate(query: torch.Tensor, context: Context, *, temperature: float, topk
         if n:
             listed = tiles.tolist()
             scores = dense_affinity(q, context.windows(context.keys, listed))
-            edges = rows[tiles // context.gx] + cols[tiles % context.gx]  # (G, S, S)
-            bias = circle + edges.view(len(q), 1, 1, size, size)  # (G, t*t, 1, S, S)
-            scores.view(len(q), q.shape[1], n, size, size).add_(bias)
+            scores.view(len(q), q.shape[1], n, -1).add_(biases[kind[tiles]])
             parts.append((scores, context.windows(context.values, listed)))
         out[tiles] = _copy_parts(parts, temperature, topk)
     return untile(out, tile, h, w)

@@ -4,6 +4,7 @@
     python benchmarks/bench_tracking.py --quick              # first 12 frames (< 1 minute)
     python benchmarks/bench_tracking.py --sequence parkour --frames 40 --set context=10
     python benchmarks/bench_tracking.py --video clip.mp4 --mask first.png --methods model
+    python benchmarks/bench_tracking.py --radii 12,8,6,4   # the model at several radii
 
 The real code path is timed (`Tracker.track_frames`, then `write_mask` as `colortrack track`
 does), with timers wrapped around its stages: encoder (L + trunk + one cached head step,
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default="model,flow,identity", help="comma-separated")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="propagation setting for the model (repeatable)")
+    parser.add_argument("--radii", help="comma-separated radii: one model row for each")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--quick", action="store_true", help="first 12 frames only")
@@ -183,14 +185,25 @@ def main(argv: list[str] | None = None) -> int:
     decode = decode_seconds(source, limit)
     head = f"{'method':<9}{'decode*':>9}" + "".join(f"{c:>11}" for c in STAGES)
     print(head + f"{'sum':>9}{'rest':>7}{'end-to-end':>12}{'frames/s':>10}")
+    rows = []
     for method in args.methods.split(","):
-        settings = propagation if method == "model" else None
+        if method == "model" and args.radii:
+            rows += [(f"model r{r}", override(propagation, [f"radius={r}"]))
+                     for r in args.radii.split(",")]
+        else:
+            rows.append((method, propagation if method == "model" else None))
+    ms = {}
+    for label, settings in rows:
+        method = label.split()[0]
         count, wall, seconds = run(method, source, mask, limit, settings, args.device)
         cells = [seconds.get(c, 0.0) for c in STAGES]
         text = "".join(f"{1e3 * v / count:>11.1f}" if v else f"{'-':>11}" for v in cells)
-        print(f"{method:<9}{1e3 * decode:>9.1f}{text}{1e3 * sum(cells) / count:>9.1f}"
-              f"{1e3 * (wall - sum(cells)) / count:>7.1f}{1e3 * wall / count:>12.1f}"
+        ms[label] = 1e3 * wall / count
+        print(f"{label:<9}{1e3 * decode:>9.1f}{text}{1e3 * sum(cells) / count:>9.1f}"
+              f"{1e3 * (wall - sum(cells)) / count:>7.1f}{ms[label]:>12.1f}"
               f"{count / wall:>10.2f}", flush=True)
+    if "flow" in ms:
+        print("x flow: " + ", ".join(f"{label} {t / ms['flow']:.1f}x" for label, t in ms.items()))
     print("decode*: decode-only pass; tracking decodes in a background thread, overlapped.")
     if any(m != "model" for m in args.methods.split(",")):
         print("flow / identity: their whole propagator step is under `copy`.")

@@ -26,12 +26,16 @@ DAVIS_METHODS = {
     "model": "the shipped model (learned by colorization), default protocol",
     "model-fp32": "the same with the encoder in float32 (`--set precision=fp32`)",
     "model-r8": "the shipped model searching 8 cells instead of 12 (`--set radius=8`): faster",
+    "model-r6": "the same within 6 cells (`--set radius=6`)",
+    "model-r4": "the same within 4 cells (`--set radius=4`)",
     "model-global-first": "the shipped model with CRW's unrestricted first frame "
                           "(`--set global_first=true`)",
 }
 EXTRA_ARGS = {
     "model-fp32": ["--method", "model", "--set", "precision=fp32"],
     "model-r8": ["--method", "model", "--set", "radius=8"],
+    "model-r6": ["--method", "model", "--set", "radius=6"],
+    "model-r4": ["--method", "model", "--set", "radius=4"],
     "model-global-first": ["--method", "model", "--set", "global_first=true"],
 }
 BADJA_METHODS = ("identity", "flow", "model")
@@ -53,10 +57,9 @@ def bench(kind: str, method: str, data: Path, out: Path, reuse: bool) -> dict:
     return json.loads(path.read_text())
 
 
-def script_table(name: str, args: list[str], out: Path, reuse: bool, tag: str = "") -> str:
-    """stdout of another benchmark script (kept in --out as NAME{tag}.txt, reused with --reuse),
-    as a code block."""
-    path = out / f"{name}{tag}.txt"
+def script_table(name: str, args: list[str], out: Path, reuse: bool) -> str:
+    """stdout of another benchmark script (kept in --out, reused with --reuse), as a code block."""
+    path = out / f"{name}.txt"
     if not (reuse and path.is_file()):
         result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *args],
                                 check=True, capture_output=True, text=True)
@@ -141,9 +144,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     davis = {m: bench("davis", m, args.data, args.out, args.reuse) for m in DAVIS_METHODS}
     badja = {m: bench("badja", m, args.data, args.out, args.reuse) for m in BADJA_METHODS}
-    speed = script_table("bench_tracking", ["--frames", "40"], args.out, args.reuse)
-    speed_r8 = script_table("bench_tracking", ["--frames", "40", "--methods", "model", "--set",
-                                               "radius=8"], args.out, args.reuse, "-r8")
+    speed = script_table("bench_tracking", ["--frames", "40", "--radii", "12,8,6,4"], args.out,
+                         args.reuse)
     reference = script_table("reference_propagation", ["--frames", "15"], args.out, args.reuse)
     memory = script_table("bench_memory", ["--lengths", "100,1000,5000"], args.out, args.reuse)
     training = script_table("bench_train", ["--quick"], args.out, args.reuse)
@@ -155,9 +157,8 @@ def main() -> None:
 DAVIS-2016 dev split (10 sequences of DAVIS-2016 val, 691 frames, `../shared/data/davis2016-dev`),
 semi-supervised protocol (first-frame mask given; J&F as the official davis2017-evaluation code),
 default propagation settings unless named, on 2 CPU cores. Per-sequence columns are J&F.
-s/frame is the end-to-end wall time of `bench davis` (decode to PNG); these runs shared the cores
-with training or tests to different degrees, so compare speeds in the tracking benchmark below,
-which ran alone.
+s/frame is the end-to-end wall time of `bench davis` (decode to PNG). Wall times on this machine
+varied by up to ±20% between repeated runs of the same command; compare speeds within one table.
 
 {davis_table(davis)}
 
@@ -172,11 +173,10 @@ joints (`colortrack bench badja`):
 ### Speed and memory (2 CPU cores; `benchmarks/`)
 
 Tracking at 480p, ms per frame by stage, on the first 40 frames of DAVIS `dog`, with the default
-settings and with the faster radius of 8 cells:
+settings at the default radius (12 cells) and smaller ones (J&F of each in the table above).
+No GPU was lent to this task: `--device cuda` runs the same scripts.
 
 {speed}
-
-{speed_r8}
 
 The fast path against a plain reference of the same protocol (`benchmarks/reference_propagation.py`:
 all features first, dense affinity of each frame against its whole context, mask, top-k), on the

@@ -32,13 +32,18 @@ def copy_soft(scores: torch.Tensor, values: torch.Tensor, topk: int | None = Non
         return torch.matmul(torch.softmax(scores, dim=-1), values)
     top, index = scores.topk(topk, dim=-1)  # (G, Nq, k)
     weights = torch.softmax(top, dim=-1)
-    g, nk, c = scores.shape[0], values.shape[1], values.shape[2]
-    if values.shape[0] == 1:
-        picked = values[0][index]  # (G, Nq, k, C)
-    else:
-        offsets = torch.arange(g, device=index.device).view(g, 1, 1) * nk
-        picked = values.reshape(g * nk, c)[index + offsets]
+    picked = _pick(values[0] if values.shape[0] == 1 else values, index)  # (G, Nq, k, C)
     return torch.einsum("gqk,gqkc->gqc", weights, picked)
+
+
+def _pick(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The values of the references picked by `index` (G, Q, k): values (N, C) shared by every
+    group, or (G, N, C), one set per group -> (G, Q, k, C)."""
+    if values.dim() == 2:
+        return values[index]
+    g, n = values.shape[:2]
+    offsets = torch.arange(g, device=index.device).view(g, 1, 1) * n
+    return values.reshape(g * n, -1)[index + offsets]
 
 
 # --- Local windows for tracking -------------------------------------------------------------
@@ -246,13 +251,8 @@ def _copy_parts(parts: list[tuple[torch.Tensor, torch.Tensor]], temperature: flo
     tops, picked = [], []
     for scores, values in parts:
         top, index = fast_topk(scores, min(topk, scores.shape[-1]))  # (G, Q, k)
-        if values.dim() == 2:
-            picked.append(values[index])
-        else:
-            g, nk = values.shape[:2]
-            offsets = torch.arange(g, device=index.device).view(g, 1, 1) * nk
-            picked.append(values.reshape(g * nk, -1)[index + offsets])  # (G, Q, k, C)
         tops.append(top)
+        picked.append(_pick(values, index))
     top, values = torch.cat(tops, dim=-1), torch.cat(picked, dim=2)
     g, q, k, c = values.shape
     out = copy_soft(top.view(g * q, 1, k) / temperature, values.view(g * q, k, c), topk)

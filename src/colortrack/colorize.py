@@ -13,7 +13,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from colortrack.checkpoint import load_model
-from colortrack.color import lab_to_rgb, quantize
+from colortrack.color import lab_to_rgb, lightness, quantize
 from colortrack.errors import ColortrackError
 from colortrack.io_utils import IMAGE_ERRORS, check_new_file
 from colortrack.learned import FrameEncoder, grid_to_labels, padded_lab
@@ -55,8 +55,7 @@ def recolor(frames: VideoReader, reference: np.ndarray, encoder: Encoder,
         h, w = frame.shape[:2]
         full = torch.from_numpy(grid_to_labels(probs, stride, h, w))
         ab = centroids[full.argmax(0)].permute(2, 0, 1)
-        lightness = padded_lab(frame, torch.device("cpu"))[:, :1, :h, :w]
-        rgb = lab_to_rgb(torch.cat([lightness, ab[None]], 1))[0]
+        rgb = lab_to_rgb(torch.cat([lightness(frame)[None, None], ab[None]], 1))[0]
         yield (rgb.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
 
 

@@ -37,10 +37,10 @@ def naive_propagate(query, memory, temperature, topk, radius, global_first):
     return out.view(-1, h, w)
 
 
-def context_of(memory, recent, radius, global_first, tile=4):
+def context_of(memory, recent, radius, global_first, tile=4, scoring=torch.float32):
     """A Context holding memory[0] as the first frame and the rest as appended predictions."""
     context = Context(*memory[0], recent=recent, radius=radius, global_first=global_first,
-                      tile=tile)
+                      tile=tile, scoring=scoring)
     for keys, labels in memory[1:]:
         context.append(keys, labels)
     return context
@@ -86,6 +86,21 @@ def test_tiles_whose_references_agree_are_copied_without_scoring():
     assert 0 < int(constant.sum()) < len(constant)
     fast = propagate(query, context, temperature=0.3, topk=3)
     assert torch.allclose(fast, naive_propagate(query, memory, 0.3, 3, 2, False), atol=1e-5)
+
+
+def test_bf16_products_choose_the_top_k_and_float32_scores_them():
+    torch.manual_seed(4)
+    h, w = 11, 13
+    unit = [torch.nn.functional.normalize(torch.randn(16, h, w), dim=0) for _ in range(4)]
+    memory = [(keys, torch.rand(3, h, w)) for keys in unit[:3]]
+    exact = propagate(unit[3], context_of(memory, 2, 3, False), temperature=0.05, topk=5)
+    low = context_of(memory, 2, 3, False, scoring=torch.bfloat16)
+    fast = propagate(unit[3], low, temperature=0.05, topk=5)
+    # Where bf16 picks the same k references, the result is float32's; it may swap near-ties.
+    assert ((fast - exact).abs() < 1e-6).float().mean() > 0.9
+    assert (fast - exact).abs().max() < 0.2
+    with pytest.raises(ValueError, match="top-k"):
+        propagate(unit[3], low, temperature=0.05, topk=None)
 
 
 def test_copy_soft_is_a_weighted_average_of_values():

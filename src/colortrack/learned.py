@@ -129,6 +129,10 @@ class LearnedPropagator:
         self.frames: FrameEncoder | LabPixels = (
             LabPixels(device) if encoder is None
             else FrameEncoder(encoder, device, self.cfg.normalize, self.cfg.precision))
+        # Learned embeddings are unit vectors: bf16 products rank them well enough to choose the
+        # top-k, which are then scored in float32. Raw pixels (norms up to 1e4) are not.
+        lower = isinstance(self.frames, FrameEncoder) and self.cfg.topk is not None
+        self.scoring = self.frames.dtype if lower else torch.float32
 
     @classmethod
     def pixels(cls, propagation: PropagationConfig | None = None,
@@ -174,7 +178,7 @@ class LearnedPropagator:
             if context is None:
                 labels = labels_to_grid(first_labels, stride, embedding.device)
                 context = Context(key, labels, recent=cfg.context, radius=cfg.radius,
-                                  global_first=cfg.global_first)
+                                  global_first=cfg.global_first, scoring=self.scoring)
                 continue
             grid = propagate(query, context, temperature=cfg.temperature, topk=cfg.topk)
             context.append(key, grid)

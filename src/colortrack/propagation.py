@@ -177,12 +177,12 @@ class Context:
                  slice(i % self.gx * t, i % self.gx * t + s)) for i in tiles]
 
     def scores(self, queries: torch.Tensor, tiles: torch.Tensor) -> torch.Tensor:
-        """(G, Q, frames * size^2) float32 products of each tile's queries (G, Q, D) with the
-        keys of its windows, copied one slice per tile (10x faster on CPUs than advanced
-        indexing)."""
+        """(G, Q, frames * size^2) products, in the scoring dtype, of each tile's queries
+        (G, Q, D) with the keys of its windows, copied one slice per tile (10x faster on CPUs
+        than advanced indexing)."""
         windows = self._windows(tiles.tolist())
         keys = torch.stack([self.scored[n, y, x] for n, y, x in windows]).flatten(1, 3)
-        return torch.bmm(queries.to(keys.dtype), keys.transpose(1, 2)).float()
+        return torch.bmm(queries.to(keys.dtype), keys.transpose(1, 2))
 
     def labels(self, tiles: torch.Tensor) -> torch.Tensor:
         """(G, frames * size^2, C): the labels of each tile's windows (to copy without top-k)."""
@@ -254,8 +254,9 @@ def propagate(query: torch.Tensor, context: Context, *, temperature: float, topk
                 top, index = fast_topk(scores, min(topk, scores.shape[-1]))
                 parts.append((top, _pick(first_values, index)))
         if n:
-            scores = context.scores(q, tiles)
-            scores.view(len(q), q.shape[1], n, -1).add_(biases[kind[tiles]])
+            products = context.scores(q, tiles).view(len(q), q.shape[1], n, -1)
+            # float32 + bf16 promotes: one pass converts and masks (2.6x faster than two)
+            scores = torch.add(products, biases[kind[tiles]]).flatten(2)
             if topk is None:
                 parts.append((scores, context.labels(tiles)))
             else:
@@ -266,7 +267,7 @@ def propagate(query: torch.Tensor, context: Context, *, temperature: float, topk
 
 
 def fast_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`scores.topk(k)` over the last axis, 1.4-1.8x faster on the long rows of tracking.
+    """`scores.topk(k)` over the last axis, about 2x faster on the long rows of tracking.
 
     The rows are cut into blocks of b (a power of two up to 64 that divides them); the k best
     scores lie in the k blocks with the best maxima (a block holding one of them has a max at
@@ -276,10 +277,13 @@ def fast_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]
     block = next((b for b in (64, 32, 16) if n % b == 0 and n // b >= k), 0)
     if not block:
         return scores.topk(k, dim=-1)
-    blocks = scores.view(*scores.shape[:-1], n // block, block)
-    _, best = blocks.amax(-1).topk(k, dim=-1)  # (..., k) blocks
-    candidates = torch.gather(blocks, -2, best.unsqueeze(-1).expand(*best.shape, block))
-    top, position = candidates.flatten(-2).topk(k, dim=-1)
+    blocks = scores.reshape(-1, n // block, block)
+    _, best = blocks.amax(-1).topk(k, dim=-1)  # (rows, k) blocks
+    first = torch.arange(0, blocks.shape[0] * (n // block), n // block, device=scores.device)
+    # Whole blocks are contiguous: index_select copies them 10x faster than an element gather.
+    candidates = blocks.flatten(0, 1).index_select(0, (best + first.unsqueeze(1)).flatten())
+    top, position = candidates.view(len(best), k * block).topk(k, dim=-1)
+    best, top, position = (x.view(*scores.shape[:-1], k) for x in (best, top, position))
     return top, torch.gather(best, -1, position // block) * block + position % block
 
 

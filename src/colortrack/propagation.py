@@ -129,6 +129,7 @@ class Context:
         hp, wp = self.h + 2 * r + (-self.h % tile), self.w + 2 * r + (-self.w % tile)
         self.scored = keys.new_zeros(slots, hp, wp, d, dtype=scoring)
         self.exact = None if scoring == torch.float32 else keys.new_zeros(slots, hp, wp, d)
+        self._buffer = keys.new_empty(0)  # float32 scores, reused (see `scores`)
         self.values = labels.new_zeros(slots, hp, wp, c)
         self.gy, self.gx = -(-self.h // tile), -(-self.w // tile)
         self.high = labels.new_empty(slots, c, self.gy, self.gx)
@@ -177,12 +178,18 @@ class Context:
                  slice(i % self.gx * t, i % self.gx * t + s)) for i in tiles]
 
     def scores(self, queries: torch.Tensor, tiles: torch.Tensor) -> torch.Tensor:
-        """(G, Q, frames * size^2) products, in the scoring dtype, of each tile's queries
-        (G, Q, D) with the keys of its windows, copied one slice per tile (10x faster on CPUs
-        than advanced indexing)."""
+        """(G, Q, frames * size^2) float32 products of each tile's queries (G, Q, D) with the
+        keys of its windows, copied one slice per tile (10x faster on CPUs than advanced
+        indexing). Lower-precision products are converted into a buffer kept across calls:
+        a fresh tensor per call costs more in page faults than the conversion itself."""
         windows = self._windows(tiles.tolist())
         keys = torch.stack([self.scored[n, y, x] for n, y, x in windows]).flatten(1, 3)
-        return torch.bmm(queries.to(keys.dtype), keys.transpose(1, 2))
+        products = torch.bmm(queries.to(keys.dtype), keys.transpose(1, 2))
+        if self.exact is None:
+            return products
+        if self._buffer.numel() < products.numel():
+            self._buffer = products.new_empty(products.numel(), dtype=torch.float32)
+        return self._buffer[:products.numel()].view(products.shape).copy_(products)
 
     def labels(self, tiles: torch.Tensor) -> torch.Tensor:
         """(G, frames * size^2, C): the labels of each tile's windows (to copy without top-k)."""
@@ -254,9 +261,8 @@ def propagate(query: torch.Tensor, context: Context, *, temperature: float, topk
                 top, index = fast_topk(scores, min(topk, scores.shape[-1]))
                 parts.append((top, _pick(first_values, index)))
         if n:
-            products = context.scores(q, tiles).view(len(q), q.shape[1], n, -1)
-            # float32 + bf16 promotes: one pass converts and masks (2.6x faster than two)
-            scores = torch.add(products, biases[kind[tiles]]).flatten(2)
+            scores = context.scores(q, tiles)
+            scores.view(len(q), q.shape[1], n, -1).add_(biases[kind[tiles]])
             if topk is None:
                 parts.append((scores, context.labels(tiles)))
             else:

@@ -57,9 +57,10 @@ def bench(kind: str, method: str, data: Path, out: Path, reuse: bool) -> dict:
     return json.loads(path.read_text())
 
 
-def script_table(name: str, args: list[str], out: Path, reuse: bool) -> str:
-    """stdout of another benchmark script (kept in --out, reused with --reuse), as a code block."""
-    path = out / f"{name}.txt"
+def script_table(name: str, args: list[str], out: Path, reuse: bool, tag: str = "") -> str:
+    """stdout of another benchmark script (kept in --out as NAME[-TAG].txt, reused with --reuse),
+    as a code block."""
+    path = out / f"{name}{'-' + tag if tag else ''}.txt"
     if not (reuse and path.is_file()):
         result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *args],
                                 check=True, capture_output=True, text=True)
@@ -147,6 +148,9 @@ def main() -> None:
     speed = script_table("bench_tracking", ["--frames", "40", "--radii", "12,8,6,4"], args.out,
                          args.reuse)
     reference = script_table("reference_propagation", ["--frames", "15"], args.out, args.reuse)
+    reference_fp32 = script_table("reference_propagation",
+                                  ["--frames", "15", "--set", "precision=fp32"], args.out,
+                                  args.reuse, tag="fp32")
     memory = script_table("bench_memory", ["--lengths", "100,1000,5000"], args.out, args.reuse)
     training = script_table("bench_train", ["--quick"], args.out, args.reuse)
     legend = "\n".join(f"- `{m}`: {text}" for m, text in DAVIS_METHODS.items())
@@ -179,10 +183,15 @@ No GPU was lent to this task: `--device cuda` runs the same scripts.
 {speed}
 
 The fast path against a plain reference of the same protocol (`benchmarks/reference_propagation.py`:
-all features first, dense affinity of each frame against its whole context, mask, top-k), on the
-first 15 frames of `dog`:
+all features first, dense affinity of each frame against its whole context, mask, top-k, all in
+float32), on the first 15 frames of `dog`. By default (`precision=auto`) the fast path computes
+the window products in bf16 only to choose each location's top-k and scores those in float32:
+near-ties at the k-th place can swap, so a few pixels differ. With `precision=fp32` the masks are
+the reference's:
 
 {reference}
+
+{reference_fp32}
 
 Peak memory against video length (a generated moving texture at 854×480; memory is bounded by the
 context, not the length):

@@ -68,7 +68,9 @@ class PropagationConfig:
     global_first: bool = False  # True: search the first frame everywhere (CRW), not in the radius
     temperature: float = 0.05
     normalize: bool = True  # L2-normalise embeddings before the dot product
-    precision: str = "auto"  # encoder arithmetic: fp32, bf16, or auto (bf16 where native)
+    # Encoder and window products: fp32, bf16, or auto (bf16 where native). bf16 products only
+    # choose each location's top-k; the chosen references are scored in float32.
+    precision: str = "auto"
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ DAVIS_METHODS = {
     "pixels": "raw Lab pixels as features, same protocol (no learning)",
     "random": "randomly initialised `cpu` encoder, same protocol",
     "model": "the shipped model (learned by colorization), default protocol",
-    "model-fp32": "the same with the encoder in float32 (`--set precision=fp32`)",
+    "model-fp32": "the same in float32 throughout (`--set precision=fp32`)",
     "model-r8": "the shipped model searching 8 cells instead of 12 (`--set radius=8`): faster",
     "model-r6": "the same within 6 cells (`--set radius=6`)",
     "model-r4": "the same within 4 cells (`--set radius=4`)",

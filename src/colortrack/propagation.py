@@ -129,6 +129,11 @@ class Context:
         hp, wp = self.h + 2 * r + (-self.h % tile), self.w + 2 * r + (-self.w % tile)
         self.scored = keys.new_zeros(slots, hp, wp, d, dtype=scoring)
         self.exact = None if scoring == torch.float32 else keys.new_zeros(slots, hp, wp, d)
+        # Lower-precision keys are stored minus the first frame's mean key: q.(k - m) ranks keys
+        # as q.k does (q.m is the same for every key of a query), and when embeddings are nearly
+        # parallel (an untrained encoder, flat regions) the differences keep their precision
+        # where q.k would round to a few values near 1 and tie.
+        self.center = keys.mean((1, 2)) if self.exact is not None else keys.new_zeros(d)
         self._buffer = keys.new_empty(0)  # float32 scores, reused (see `scores`)
         self.values = labels.new_zeros(slots, hp, wp, c)
         self.gy, self.gx = -(-self.h // tile), -(-self.w // tile)
@@ -163,7 +168,7 @@ class Context:
 
     def _store(self, slot: int, keys: torch.Tensor, labels: torch.Tensor) -> None:
         r, t, h, w = int(self.radius), self.tile, self.h, self.w
-        self.scored[slot, r:r + h, r:r + w] = keys.permute(1, 2, 0)
+        self.scored[slot, r:r + h, r:r + w] = (keys - self.center.view(-1, 1, 1)).permute(1, 2, 0)
         if self.exact is not None:
             self.exact[slot, r:r + h, r:r + w] = keys.permute(1, 2, 0)
         self.values[slot, r:r + h, r:r + w] = labels.permute(1, 2, 0)

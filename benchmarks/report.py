@@ -99,31 +99,35 @@ def badja_table(results: dict[str, dict]) -> str:
 
 
 def model_card(run: Path) -> str:
-    """The shipped model's card, from its training run folder (state.json + metrics.csv)."""
+    """The shipped model's card, from its training run folder (state.json + metrics.csv, and
+    recipe.sh: the commands that made the run, when it took more than one preset command)."""
     latest = run / (run / "latest").read_text().strip()
     state = json.loads((latest / "state.json").read_text())
     with (run / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     val = [r for r in rows if r["val_loss"]]
-    first, last = val[0], val[-1]
+    last = val[-1]
     hours = sum(float(r["elapsed_s"]) for r in _segments(rows)) / 3600
     cfg = state["train_config"]
+    recipe = run / "recipe.sh"
+    commands = recipe.read_text().strip() if recipe.is_file() else (
+        f"colortrack train ../shared/data/train-videos --preset {state['preset']} --out runs/cpu "
+        f"\\\n  --steps {state['step']} --set holdout={','.join(cfg['holdout'])}\n"
+        "cp runs/cpu/model.safetensors src/colortrack/assets/model.safetensors")
     return f"""
 `src/colortrack/assets/model.safetensors` — preset `{state['preset']}`, {state['step']} steps of
 batch {cfg['batch']} ({state['step'] * cfg['batch']:,} clips of {cfg['refs']} + 1 frames,
-{cfg['size']}×{cfg['size']}, {cfg['fps']:g} fps), Adam lr {cfg['lr']:g}, about {hours:.1f} hours
-on 2 CPU cores (shared with development work), trained only on `../shared/data/train-videos`
-minus the held-out videos `{', '.join(cfg['holdout'])}` (none of the davis2016-dev sequences).
-Held-out colorization: loss {float(first['val_loss']):.3f} → {float(last['val_loss']):.3f} and
-accuracy {float(first['val_accuracy']):.3f} → {float(last['val_accuracy']):.3f} from step
-{first['step']} to {last['step']}, against the color prior's loss {float(last['prior_loss']):.3f}
-and accuracy {float(last['prior_accuracy']):.3f} (always predicting the marginal color
-distribution). Reproduce:
+{cfg['size']}×{cfg['size']}, {cfg['fps']:g} fps), Adam lr {cfg['lr']:g} → {cfg['lr_final']:g} at
+step {cfg['lr_drop_step']}, about {hours:.1f} hours on 2 CPU cores (shared with development work),
+trained only on `../shared/data/train-videos` minus the held-out videos
+`{', '.join(cfg['holdout'])}` (none of the davis2016-dev sequences). Held-out colorization at
+step {last['step']}: loss {float(last['val_loss']):.3f}, accuracy
+{float(last['val_accuracy']):.3f}, against the color prior's {float(last['prior_loss']):.3f} and
+{float(last['prior_accuracy']):.3f} (always predicting the marginal color distribution of the
+held-out clips; see `docs/training-log.md` for the whole curve). Reproduce:
 
 ```bash
-colortrack train ../shared/data/train-videos --preset {state['preset']} --out runs/cpu \\
-  --steps {state['step']} --set holdout={','.join(cfg['holdout'])}
-cp runs/cpu/model.safetensors src/colortrack/assets/model.safetensors
+{commands}
 ```
 """
 

@@ -107,10 +107,10 @@ class Context:
     zero-padded by the radius and channels-last, in the layout the windows read, so a frame is
     laid out once rather than once for each of the `recent` targets it serves. Keys are stored
     in the `scoring` dtype of the window products and, when that is not float32, in float32 too,
-    to score the references that the products picked. With
-    every frame windowed, each frame also keeps the range of its labels over each tile's window:
-    a tile whose references all carry the same label (background far from every object) gets
-    that label without scoring. radius <= 0 searches every frame everywhere, without windows.
+    to score the references that the products picked. With every frame windowed, each frame also
+    keeps the range of its labels over each tile's window: a tile whose references all carry the
+    same label (background far from every object) gets that label without scoring. radius <= 0
+    searches every frame everywhere, without windows.
     """
 
     def __init__(self, keys: torch.Tensor, labels: torch.Tensor, *, recent: int, radius: float,
@@ -132,7 +132,8 @@ class Context:
         # Lower-precision keys are stored minus the first frame's mean key: q.(k - m) ranks keys
         # as q.k does (q.m is the same for every key of a query), and when embeddings are nearly
         # parallel (an untrained encoder, flat regions) the differences keep their precision
-        # where q.k would round to a few values near 1 and tie.
+        # where q.k would round to a few values near 1 and tie. float32 products are the scores
+        # themselves (they meet the first frame's in one softmax), so those keys stay as given.
         self.center = keys.mean((1, 2)) if self.exact is not None else keys.new_zeros(d)
         self._buffer = keys.new_empty(0)  # float32 scores, reused (see `scores`)
         self.values = labels.new_zeros(slots, hp, wp, c)

@@ -118,6 +118,18 @@ def test_bf16_choice_holds_when_embeddings_are_nearly_parallel():
     assert ((fast - exact).abs() < 1e-6).float().mean() > 0.7
 
 
+def test_a_context_made_in_inference_mode_serves_outside_it():
+    # LearnedPropagator builds its Context under torch.inference_mode; a caller may go on
+    # without it. The bf16 context updates buffers in place, which autograd forbids there.
+    torch.manual_seed(6)
+    keys = torch.nn.functional.normalize(torch.randn(8, 12, 14), dim=0)
+    with torch.inference_mode():
+        context = Context(keys, torch.rand(2, 12, 14), recent=2, radius=3, global_first=False,
+                          tile=4, scoring=torch.bfloat16)
+    context.append(keys, torch.rand(2, 12, 14))
+    assert propagate(keys, context, temperature=0.1, topk=5).shape == (2, 12, 14)
+
+
 def test_copy_soft_is_a_weighted_average_of_values():
     scores = torch.tensor([[[0.0, 0.0, 100.0]]])
     values = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])

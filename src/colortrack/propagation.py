@@ -113,6 +113,7 @@ class Context:
     searches every frame everywhere, without windows.
     """
 
+    @torch.inference_mode()
     def __init__(self, keys: torch.Tensor, labels: torch.Tensor, *, recent: int, radius: float,
                  global_first: bool = True, tile: int = 8,
                  scoring: torch.dtype = torch.float32) -> None:
@@ -156,6 +157,7 @@ class Context:
         """Frames searched within the radius."""
         return min(self.count, self.recent) + (0 if self.global_first else 1)
 
+    @torch.inference_mode()
     def append(self, keys: torch.Tensor, labels: torch.Tensor) -> None:
         """Add a predicted frame; the oldest recent frame leaves once `recent` are held."""
         if self.recent == 0:
@@ -225,13 +227,15 @@ class Context:
         return (high - low).amax(1) <= CONSTANT, high
 
 
+@torch.inference_mode()
 def propagate(query: torch.Tensor, context: Context, *, temperature: float, topk: int | None,
               budget: int = 1 << 20) -> torch.Tensor:
     """Labels (C, h, w) of a new frame with features (D, h, w), copied from `context`.
 
     Recent frames are searched within the radius; the first frame everywhere when `global_first`
     (CRW), else within the radius too (DINO). With top-k, each query keeps its k best references
-    over all frames. Queries are scored `budget` scores at a time, to stay in cache.
+    over all frames. Queries are scored `budget` scores at a time, to stay in cache. Tracking
+    never needs gradients: the Context and this run in inference mode wherever they are called.
     """
     d, h, w = query.shape
     first_keys, first_values = context.first

@@ -27,12 +27,16 @@ def _apply(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ij,...jhw->...ihw", matrix.to(x), x)
 
 
+def _companding(t: torch.Tensor) -> torch.Tensor:
+    """CIE's f(t): the cube root, linear near black, that maps XYZ / white to Lab."""
+    return torch.where(t > _EPS**3, t.clamp_min(1e-12) ** (1 / 3), t / (3 * _EPS**2) + 4 / 29)
+
+
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     """(..., 3, H, W) sRGB in [0, 1] -> Lab with L in [0, 100] and a, b roughly in [-110, 110]."""
     linear = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
     xyz = _apply(_RGB_TO_XYZ, linear) / _WHITE_D65.to(rgb).view(3, 1, 1)
-    f = torch.where(xyz > _EPS**3, xyz.clamp_min(1e-12) ** (1 / 3), xyz / (3 * _EPS**2) + 4 / 29)
-    fx, fy, fz = f.unbind(-3)
+    fx, fy, fz = _companding(xyz).unbind(-3)
     return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=-3)
 
 
@@ -50,9 +54,7 @@ def lightness(rgb: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 sRGB -> (H, W) float32 L of `rgb_to_lab` (to 1e-4), through per-byte
     tables: the encoder sees only L, and this is 7x faster than the full conversion."""
     y = _LUMINANCE[0][rgb[..., 0]] + _LUMINANCE[1][rgb[..., 1]] + _LUMINANCE[2][rgb[..., 2]]
-    y = torch.from_numpy(y)
-    f = torch.where(y > _EPS**3, y.clamp_min(1e-12).pow(1 / 3), y / (3 * _EPS**2) + 4 / 29)
-    return f.mul_(116).sub_(16)
+    return _companding(torch.from_numpy(y)).mul_(116).sub_(16)
 
 
 def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:

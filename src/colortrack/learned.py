@@ -21,11 +21,17 @@ from colortrack.model import Encoder, fused_for_inference
 from colortrack.propagation import Context, propagate
 
 
+def pad_to_stride(x: torch.Tensor, stride: int = Encoder.stride) -> torch.Tensor:
+    """(N, C, H, W) edge-padded at the bottom and right to a multiple of `stride`, so every
+    feature cell covers whole pixels and no frame edge is cut."""
+    h, w = x.shape[-2:]
+    return F.pad(x, (0, -w % stride, 0, -h % stride), mode="replicate")
+
+
 def padded_lab(frame: np.ndarray, device: torch.device) -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> (1, 3, H', W') Lab, edge-padded to a multiple of the stride."""
     rgb = torch.tensor(frame, device=device).permute(2, 0, 1).float().div_(255)
-    s, (h, w) = Encoder.stride, frame.shape[:2]
-    return F.pad(rgb_to_lab(rgb[None]), (0, -w % s, 0, -h % s), mode="replicate")
+    return pad_to_stride(rgb_to_lab(rgb[None]))
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -61,9 +67,7 @@ class FrameEncoder:
 
     def lightness(self, frame: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 RGB -> (1, 1, H', W') L, edge-padded to a multiple of the stride."""
-        (h, w), s = frame.shape[:2], Encoder.stride
-        gray = F.pad(lightness(frame).to(self.device)[None, None], (0, -w % s, 0, -h % s),
-                     mode="replicate")
+        gray = pad_to_stride(lightness(frame).to(self.device)[None, None])
         return gray.contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
@@ -102,9 +106,7 @@ class LabPixels:
 def labels_to_grid(labels: np.ndarray, stride: int, device: torch.device) -> torch.Tensor:
     """(K, H, W) full-size soft labels -> (K, h, w) at feature resolution (area average)."""
     x = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32)).to(device)[None]
-    h, w = x.shape[-2:]
-    x = F.pad(x, (0, -w % stride, 0, -h % stride), mode="replicate")
-    return F.avg_pool2d(x, stride)[0]
+    return F.avg_pool2d(pad_to_stride(x, stride), stride)[0]
 
 
 def grid_to_labels(grid: torch.Tensor, stride: int, height: int, width: int) -> np.ndarray:

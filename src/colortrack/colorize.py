@@ -56,7 +56,7 @@ def recolor(frames: VideoReader, reference: np.ndarray, encoder: Encoder,
         full = torch.from_numpy(grid_to_labels(probs, stride, h, w))
         ab = centroids[full.argmax(0)].permute(2, 0, 1)
         rgb = lab_to_rgb(torch.cat([lightness(frame)[None, None], ab[None]], 1))[0]
-        yield (rgb.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+        yield (rgb.permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
 
 
 @torch.inference_mode()

@@ -16,6 +16,9 @@ import torch.nn.functional as F
 
 _FAR = -1e9  # score of a reference that is out of reach (finite, so softmax never sees all -inf)
 CONSTANT = 1e-5  # label spread below which every reference of a tile counts as the same label
+# Scores per chunk of query tiles: small enough to stay in a CPU's cache; on a GPU, large enough
+# that each kernel has work for every core (a chunk costs the same few launches whatever its size).
+BUDGET = {"cpu": 1 << 20, "cuda": 1 << 25}
 
 
 def dense_affinity(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -229,12 +232,12 @@ class Context:
 
 @torch.inference_mode()
 def propagate(query: torch.Tensor, context: Context, *, temperature: float, topk: int | None,
-              budget: int = 1 << 20) -> torch.Tensor:
+              budget: int | None = None) -> torch.Tensor:
     """Labels (C, h, w) of a new frame with features (D, h, w), copied from `context`.
 
     Recent frames are searched within the radius; the first frame everywhere when `global_first`
     (CRW), else within the radius too (DINO). With top-k, each query keeps its k best references
-    over all frames. Queries are scored `budget` scores at a time, to stay in cache. Tracking
+    over all frames. Queries are scored `budget` scores at a time (default: BUDGET). Tracking
     never needs gradients: the Context and this run in inference mode wherever they are called.
     """
     d, h, w = query.shape
@@ -260,6 +263,7 @@ def propagate(query: torch.Tensor, context: Context, *, temperature: float, topk
     if n:
         biases, kind = window_bias(h, w, tile, float(context.radius), query.device)
     per_tile = tile * tile * (n * context.size**2 + (h * w if context.global_first else 0))
+    budget = budget or BUDGET.get(query.device.type, BUDGET["cpu"])
     for tiles in todo.split(max(1, budget // per_tile)):
         q = queries[tiles]
         parts = []  # without top-k: (scores, labels); with: the k best (scores, labels) of each

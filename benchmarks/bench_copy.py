@@ -36,7 +36,7 @@ DAVIS = ROOT.parent / "shared" / "data" / "davis2016-dev"
 
 
 def measure(frames: list[np.ndarray], first: np.ndarray, cfg: PropagationConfig, tile: int,
-            budget: int, repeat: int) -> tuple[float, float]:
+            budget: int, repeat: int, device: str = "cpu") -> tuple[float, float]:
     """(mean over frames of the median ms of one copy, share of tiles skipped)."""
     times: list[float] = []
     skipped: list[float] = []
@@ -47,6 +47,8 @@ def measure(frames: list[np.ndarray], first: np.ndarray, cfg: PropagationConfig,
         for _ in range(repeat):
             start = time.perf_counter()
             out = original_propagate(query, context, budget=budget, **kwargs)
+            if query.is_cuda:
+                torch.cuda.synchronize()
             runs.append(time.perf_counter() - start)
         times.append(statistics.median(runs))
         if not context.global_first:
@@ -56,7 +58,7 @@ def measure(frames: list[np.ndarray], first: np.ndarray, cfg: PropagationConfig,
     learned.propagate = timed
     learned.Context = functools.partial(original_context, tile=tile)
     try:
-        propagator = learned.LearnedPropagator.from_checkpoint(None, cfg)
+        propagator = learned.LearnedPropagator.from_checkpoint(None, cfg, device)
         for _ in propagator.propagate(iter(frames), first):
             pass
     finally:
@@ -75,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="calls per frame (median kept)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -86,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     first = (ids[None] == np.unique(ids)[:, None, None]).astype(np.float32)
     base = override(PropagationConfig(), args.set)
     h, w = ids.shape
-    print(f"DAVIS {args.sequence}, {w}x{h}, {len(frames)} frames, "
+    if args.device.startswith("cuda"):  # CUDA context and allocator: not timed
+        measure(frames[:3], first, base, 8, 1 << 20, 1, args.device)
+    print(f"DAVIS {args.sequence}, {w}x{h}, {len(frames)} frames, device {args.device}, "
           f"{torch.get_num_threads()} torch threads, median of {args.repeat} calls per frame; "
           f"{base}")
     print(f"{'radius':>6}{'tile':>6}{'budget':>10}{'copy ms/frame':>15}{'tiles skipped':>15}")
@@ -94,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                              args.budget.split(","))
     for radius, tile, budget in grid:
         cfg = override(base, [f"radius={radius}"])
-        ms, skipped = measure(frames, first, cfg, int(tile), int(budget), args.repeat)
+        ms, skipped = measure(frames, first, cfg, int(tile), int(budget), args.repeat,
+                              args.device)
         print(f"{radius:>6}{tile:>6}{budget:>10}{ms:>15.1f}{100 * skipped:>14.0f}%", flush=True)
     return 0
 

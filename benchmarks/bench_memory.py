@@ -49,7 +49,8 @@ def synthetic_video(length: int, width: int, height: int, seed: int = 0) -> Iter
         yield np.ascontiguousarray(texture[y:y + height, x:x + width])
 
 
-def child(length: int, width: int, height: int, settings: list[str]) -> dict[str, float]:
+def child(length: int, width: int, height: int, settings: list[str],
+          device: str = "cpu") -> dict[str, float]:
     """Track one synthetic video in this process; returns memory (MB) and time figures."""
     import torch
 
@@ -57,7 +58,8 @@ def child(length: int, width: int, height: int, settings: list[str]) -> dict[str
     from colortrack.tracking import Tracker
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    tracker = Tracker.from_pretrained(propagation=override(PropagationConfig(), settings))
+    tracker = Tracker.from_pretrained(propagation=override(PropagationConfig(), settings),
+                                      device=device)
     mask = np.zeros((height, width), dtype=np.uint8)
     mask[height // 4:3 * height // 4, width // 3:2 * width // 3] = 1
     before = status_mb("VmRSS")
@@ -65,8 +67,9 @@ def child(length: int, width: int, height: int, settings: list[str]) -> dict[str
     for _, _, ids in tracker.track_frames(synthetic_video(length, width, height), mask):
         count += int(ids.shape[0] > 0)
     seconds = time.perf_counter() - started
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else 0.0
     return {"length": count, "before_mb": before, "peak_mb": status_mb("VmHWM"),
-            "end_mb": status_mb("VmRSS"), "s_per_frame": seconds / count}
+            "end_mb": status_mb("VmRSS"), "s_per_frame": seconds / count, "gpu_peak_mb": gpu}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,31 +80,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="propagation setting (repeatable)")
     parser.add_argument("--quick", action="store_true", help="short videos at a reduced size")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda (adds the peak "
+                        "of GPU memory allocated)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     size = args.size or ("240x136" if args.quick else "854x480")
     width, height = (int(v) for v in size.lower().split("x"))
     if args.child is not None:
-        print(json.dumps(child(args.child, width, height, args.set)))
+        print(json.dumps(child(args.child, width, height, args.set, args.device)))
         return 0
     if args.quick and not any(s.startswith("context") for s in args.set):
         args.set.append("context=5")
     lengths = [int(v) for v in (args.lengths or ("10,30,90" if args.quick
                                                   else "100,1000,5000")).split(",")]
-    print(f"synthetic {width}x{height} video, default model, settings {args.set or 'default'}; "
-          "each length in a fresh process")
+    gpu = args.device.startswith("cuda")
+    print(f"synthetic {width}x{height} video, default model, device {args.device}, settings "
+          f"{args.set or 'default'}; each length in a fresh process")
     print(f"{'frames':>7}{'RSS before (MB)':>17}{'peak (MB)':>11}{'peak - before':>15}"
-          f"{'ratio':>7}{'s/frame':>9}")
-    first = None
+          f"{'ratio':>7}{'s/frame':>9}" + (f"{'GPU peak (MB)':>15}{'ratio':>7}" if gpu else ""))
+    first = first_gpu = None
     for length in lengths:
-        command = [sys.executable, __file__, "--child", str(length), "--size", size]
+        command = [sys.executable, __file__, "--child", str(length), "--size", size,
+                   "--device", args.device]
         command += [f"--set={s}" for s in args.set]
         done = subprocess.run(command, check=True, capture_output=True, text=True)
         r = json.loads(done.stdout.strip().splitlines()[-1])
-        first = first or r["peak_mb"]
+        first, first_gpu = first or r["peak_mb"], first_gpu or r["gpu_peak_mb"]
+        extra = (f"{r['gpu_peak_mb']:>15.0f}{r['gpu_peak_mb'] / first_gpu:>7.2f}" if gpu else "")
         print(f"{r['length']:>7}{r['before_mb']:>17.0f}{r['peak_mb']:>11.0f}"
               f"{r['peak_mb'] - r['before_mb']:>15.0f}{r['peak_mb'] / first:>7.2f}"
-              f"{r['s_per_frame']:>9.3f}", flush=True)
+              f"{r['s_per_frame']:>9.3f}{extra}", flush=True)
     return 0
 
 

@@ -8,14 +8,14 @@ Step: one training step as `colortrack train` does it (uint8 clips -> Lab + colo
 encoder forward, colorization loss, backward, Adam step) on random clips of the preset's size and
 refs, in train mode; `paper` uses a smaller batch on CPU (--paper-batch). Its FLOPs are counted
 once with torch's FlopCounterMode (forward + backward). With --device cuda, clips are made on the
-GPU (no host-to-device copy), the step runs in bf16 autocast as `colortrack train` does there,
-`paper` trains at its real batch (32), and the matmul is 8192^3. Data: `ClipDataset(...)[i]` on
+GPU (no host-to-device copy), the step runs in bf16 autocast as `colortrack train` does there
+and `paper` trains at its real batch (32). Data: `ClipDataset(...)[i]` on
 ../shared/data/train-videos with the preset's TrainConfig, in this process (training runs
 `workers` of these in parallel). Inference: trunk + one head step on a 480p frame with the
 encoder as tracking runs it (BatchNorm folded, channels-last), in fp32 and, where the CPU has
 native bfloat16, in bf16 autocast; its GFLOPs from `model.gflops_per_frame`. "% of peak" compares
-achieved GFLOP/s with the best of 5 2048x2048 matmuls of the same precision
-(training: fp32 on a CPU, bf16 on a GPU).
+achieved GFLOP/s with the best of 5 n x n matmuls of the same precision (n = 2048 on a CPU,
+8192 on a GPU; training: fp32 on a CPU, bf16 on a GPU).
 Timings are wall clock: noisy when other jobs share the CPU.
 """
 
@@ -62,11 +62,16 @@ def best_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1,
     return min(times)
 
 
+def matmul_size(device: torch.device) -> int:
+    """The side n of the peak-measuring matmul: 2048 on a CPU, 8192 on a GPU (smaller ones
+    leave it idle)."""
+    return 8192 if device.type == "cuda" else 2048
+
+
 def matmul_gflops(dtype: torch.dtype = torch.float32, device: torch.device = CPU,
                   repeats: int = 5) -> float:
-    """Measured GFLOP/s of an n x n @ n x n matmul in `dtype` (best of `repeats`); n = 2048 on
-    a CPU, 8192 on a GPU (smaller ones leave it idle)."""
-    n = 8192 if device.type == "cuda" else 2048
+    """Measured GFLOP/s of an n x n @ n x n matmul in `dtype` (best of `repeats`)."""
+    n = matmul_size(device)
     a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
     return 2 * n**3 / best_seconds(lambda: a @ b, repeats, device=device) / 1e9
 
@@ -149,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     train_peak = peak16 if device.type == "cuda" else peak  # the precision training runs in
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"{torch.get_num_threads()} torch threads")
-    n = 8192 if device.type == "cuda" else 2048
+    n = matmul_size(device)
     print(f"{where}; {n}^3 matmul (best of 5) = 100% peak: fp32 "
           f"{peak:.1f} GFLOP/s, bf16 {peak16:.1f} GFLOP/s{'' if bf16 else ' (not native)'}; "
           f"training: best of {steps} steps; inference: best of {steps}+ (up to 10 within 3 s)")

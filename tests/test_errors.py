@@ -331,6 +331,24 @@ def test_wrong_usage_exits_2(capsys, clip, tmp_path) -> None:
     assert cli(capsys, "track", video, "--mask", mask)[0] == 2  # argparse: --out is required
 
 
+def test_a_device_this_machine_lacks_is_a_usage_error(capsys, clip, tmp_path) -> None:
+    import torch
+
+    video, mask = clip
+    devices = [("gpu", "unknown device 'gpu'"), ("mps", "not supported")]
+    if not torch.cuda.is_available():
+        devices.append(("cuda", "use --device cpu"))
+    for device, message in devices:
+        for argv in (["track", video, "--mask", mask, "--out", tmp_path / "o"],
+                     ["train", video, "--out", tmp_path / "run", "--steps", "1"],
+                     ["colorize", video, "--reference", mask, "--out", tmp_path / "c.mp4"],
+                     ["embed", video, "--out", tmp_path / "e.mp4"]):
+            code, err = cli(capsys, *argv, "--device", device)
+            assert code == 2, (argv, err)
+            one_line(err, message)
+    assert sorted(tmp_path.iterdir()) == sorted([video, mask])
+
+
 def test_debug_shows_the_traceback(clip, tmp_path) -> None:
     with pytest.raises(ColortrackError, match="no such file"):
         main(["--debug", "track", str(tmp_path / "no.mp4"), "--mask", str(clip[1]), "--out", "o"])

@@ -16,7 +16,7 @@ from colortrack.checkpoint import load_model
 from colortrack.color import lab_to_rgb, lightness, quantize
 from colortrack.errors import ColortrackError
 from colortrack.io_utils import IMAGE_ERRORS, check_new_file
-from colortrack.learned import FrameEncoder, grid_to_labels, padded_lab
+from colortrack.learned import FrameEncoder, grid_to_labels, padded_lab, torch_device
 from colortrack.model import Encoder
 from colortrack.propagation import Context, propagate
 from colortrack.video import VideoReader
@@ -65,6 +65,7 @@ def colorize_video(video: str | Path, reference: str | Path, out: str | Path,
                    progress: bool = True, overwrite: bool = False) -> Path:
     """Write OUT.mp4: the video's gray frames colored from one color frame."""
     check_new_file(out, overwrite, inputs=(video, reference))
+    torch_device(device)
     encoder, centroids, _ = load_model(model)
     with VideoReader(video) as frames:
         ref = _read_reference(reference, frames.info.width, frames.info.height)
@@ -85,6 +86,7 @@ def embed_video(video: str | Path, out: str | Path, model: str | Path | None = N
     kept, so a surface keeps its color over time.
     """
     check_new_file(out, overwrite, inputs=(video,))
+    torch_device(device)
     encoder, _, _ = load_model(model)
     embed = FrameEncoder(encoder, device, normalize=True)
     with VideoReader(video) as frames, VideoWriter(out, frames.info.fps or 24.0) as writer:

@@ -37,6 +37,27 @@ def padded_lab(frame: np.ndarray, device: torch.device) -> torch.Tensor:
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+def torch_device(name: str | torch.device) -> torch.device:
+    """`name` as a torch.device this machine can run, or a UsageError saying why not (before
+    anything is loaded or written, rather than PyTorch's traceback at the first tensor)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {str(name)!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this PyTorch was built without CUDA" if torch.version.cuda is None
+                   else "no CUDA GPU is visible")
+            raise UsageError(f"device {str(name)!r}: {why} (torch {torch.__version__}); "
+                             "use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"device {str(name)!r}: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise UsageError(f"device {str(name)!r} is not supported; use cpu, cuda or cuda:N")
+    return device
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether bfloat16 convolutions run natively (AVX512-BF16/AMX CPUs, Ampere+ GPUs); where
     they are emulated they are slower than float32."""
@@ -60,7 +81,7 @@ class FrameEncoder:
 
     def __init__(self, encoder: Encoder, device: str | torch.device = "cpu",
                  normalize: bool = True, precision: str = "fp32") -> None:
-        self.device = torch.device(device)
+        self.device = torch_device(device)
         self.dtype = encoder_dtype(precision, self.device)
         self.encoder = fused_for_inference(encoder).to(self.device)
         self.normalize = normalize
@@ -95,7 +116,7 @@ class LabPixels:
     """
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
-        self.device = torch.device(device)
+        self.device = torch_device(device)
 
     @torch.inference_mode()
     def stream(self, frames: Iterable[np.ndarray]) -> Iterator[torch.Tensor]:

@@ -30,6 +30,7 @@ from colortrack.color import kmeans, lab_to_rgb, quantize, rgb_to_lab
 from colortrack.config import ModelConfig, TrainConfig, from_dict, override, preset, to_dict
 from colortrack.errors import ColortrackError, Terminated, UsageError
 from colortrack.io_utils import atomic_path
+from colortrack.learned import torch_device
 from colortrack.model import Encoder, colorization_loss
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,8 @@ def _setup_distributed(device: str) -> tuple[int, int, torch.device]:
     """Rank, world size and device; torchrun sets WORLD_SIZE/RANK/LOCAL_RANK."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return 0, 1, torch.device(device)
+        return 0, 1, torch_device(device)
+    torch_device(device)  # a clear error for a device this machine lacks
     use_cuda = device.startswith("cuda") and torch.cuda.is_available()
     dist.init_process_group("nccl" if use_cuda else "gloo")
     rank = dist.get_rank()

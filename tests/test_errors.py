@@ -319,6 +319,9 @@ def test_wrong_usage_exits_2(capsys, clip, tmp_path) -> None:
         (["track", video, "--mask", mask, "--out", tmp_path / "o", "--method", "identity",
           "--model", mask], "only apply to method 'model'"),  # fmt: skip
         (["track", video, "--mask", mask, "--out", tmp_path / "o", "--set", "nope=1"], "nope=1"),
+        *((["track", video, "--mask", mask, "--out", tmp_path / "o", "--set", setting], setting)
+          for setting in ("topk=0", "context=-1", "temperature=0", "temperature=-1", "radius=nan",
+                          "radius=-2")),
         (["train", video, "--out", tmp_path / "run", "--preset", "nope"], "unknown preset"),
         (["train", video, "--out", tmp_path / "run", "--batch", "0"], "batch and steps must"),
         (["train", video, "--out", tmp_path / "run", "--lr", "nan"], "lr > 0"),

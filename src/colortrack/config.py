@@ -7,6 +7,7 @@ strings into a new config and refuses unknown keys and values of the wrong type.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -71,6 +72,20 @@ class PropagationConfig:
     # Encoder and window products: fp32, bf16, or auto (bf16 where native). bf16 products only
     # choose each location's top-k; the chosen references are scored in float32.
     precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        """Refuse values that would fail deep inside the copy step or silently give NaNs."""
+        problems = []
+        if self.context < 0:
+            problems.append(f"context={self.context} (must be >= 0)")
+        if self.topk is not None and self.topk < 1:
+            problems.append(f"topk={self.topk} (must be >= 1)")
+        if not (math.isfinite(self.radius) and self.radius >= 0):
+            problems.append(f"radius={self.radius} (must be >= 0; 0 searches everywhere)")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            problems.append(f"temperature={self.temperature} (must be > 0)")
+        if problems:
+            raise UsageError(f"bad propagation setting: {', '.join(problems)}")
 
 
 @dataclass(frozen=True)

@@ -325,6 +325,10 @@ def test_wrong_usage_exits_2(capsys, clip, tmp_path) -> None:
         (["train", video, "--out", tmp_path / "run", "--preset", "nope"], "unknown preset"),
         (["train", video, "--out", tmp_path / "run", "--batch", "0"], "batch and steps must"),
         (["train", video, "--out", tmp_path / "run", "--lr", "nan"], "lr > 0"),
+        *((["train", video, "--out", tmp_path / "run", "--set", setting], setting)
+          for setting in ("size=20", "refs=0", "max_gap=0", "temperature=0", "lr_final=-1",
+                          "workers=-1", "kmeans_pixels=0", "log_every=0", "checkpoint_every=0")),
+        (["train", video, "--out", tmp_path / "run", "--set", "scale=0.5,0.2"], "0 < min <= max"),
         (["info", "--preset", "nope"], "unknown preset 'nope'"),
     ]
     for argv, message in cases:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from colortrack.errors import UsageError
 
+STRIDE = 8  # the encoder's output stride: embeddings are at 1/8 of the input resolution
 # One trunk stage: (channels, residual blocks, stride, dilation).
 Stage = tuple[int, int, int, int]
 
@@ -57,6 +58,37 @@ class TrainConfig:
     val_clips: int = 64
     val_every: int = 250
     tensorboard: bool = False  # also log to RUN/tensorboard (pip install colortrack[tensorboard])
+
+    def __post_init__(self) -> None:
+        """Refuse recipes that would fail deep inside training or train on nothing."""
+        problems = []
+        if self.batch < 1 or self.steps < 1 or not (math.isfinite(self.lr) and self.lr > 0):
+            problems.append(f"batch and steps must be >= 1 and lr > 0, got {self.batch}, "
+                            f"{self.steps}, {self.lr}")
+        if self.size < STRIDE or self.size % STRIDE:
+            problems.append(f"size={self.size} (must be a multiple of the encoder's stride, "
+                            f"{STRIDE})")
+        lo, hi = (self.scale + (0.0, 0.0))[:2]
+        rules = [  # (setting, whether its value is usable, what it must be)
+            ("refs", self.refs >= 1, ">= 1"),
+            ("max_gap", self.max_gap >= 1, ">= 1"),
+            ("scale", len(self.scale) == 2 and 0 < lo <= hi <= 1,
+             "two area fractions, 0 < min <= max <= 1"),
+            ("temperature", math.isfinite(self.temperature) and self.temperature > 0, "> 0"),
+            ("lr_final", math.isfinite(self.lr_final) and self.lr_final > 0, "> 0"),
+            ("lr_drop_step", self.lr_drop_step >= 0, ">= 0"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("cache_short_side", self.cache_short_side >= 0, ">= 0, 0 = off"),
+            ("workers", self.workers >= 0, ">= 0"),
+            ("kmeans_pixels", self.kmeans_pixels >= 1, ">= 1"),
+            ("val_clips", self.val_clips >= 1, ">= 1"),
+            *((k, getattr(self, k) >= 1, ">= 1")
+              for k in ("log_every", "val_every", "checkpoint_every", "preview_every")),
+        ]
+        problems += [f"{name}={getattr(self, name)} (must be {rule})"
+                     for name, ok, rule in rules if not ok]
+        if problems:
+            raise UsageError(f"bad training setting: {'; '.join(problems)}")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from colortrack.config import ModelConfig
+from colortrack.config import STRIDE, ModelConfig
 from colortrack.propagation import copy_soft, dense_affinity
 
 
@@ -113,7 +113,7 @@ class TemporalHead(nn.Module):
 class Encoder(nn.Module):
     """(B, T, 1, H, W) L channel in [0, 100] -> (B, T, D, H/8, W/8) embeddings."""
 
-    stride = 8
+    stride = STRIDE
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()

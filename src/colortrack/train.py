@@ -185,9 +185,6 @@ def resolve_configs(preset_name: str | None, resume_state: dict | None, steps: i
     cfg = override(cfg, overrides)
     direct = {"steps": steps, "batch": batch, "lr": lr}
     cfg = override(cfg, [f"{k}={v}" for k, v in direct.items() if v is not None])
-    if cfg.batch < 1 or cfg.steps < 1 or not (math.isfinite(cfg.lr) and cfg.lr > 0):
-        raise UsageError(f"batch and steps must be >= 1 and lr > 0, got {cfg.batch}, "
-                         f"{cfg.steps}, {cfg.lr}")
     return model_cfg, cfg
 
 

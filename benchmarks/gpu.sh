@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The GPU column: every benchmark with --device cuda, the CUDA tests, a DAVIS score and a short
-# real training run, each step's output kept as OUT/<step>.txt for `benchmarks/report.py --gpu`.
+# real training run. `benchmarks/report.py --gpu OUT` reads OUT/log.txt (all that this prints),
+# OUT/davis-model.json and OUT/train-paper-metrics.csv; each step's own output is also kept as
+# OUT/<step>.txt and OUT/<step>.err.
 #
 #     benchmarks/gpu.sh DATA OUT
 #
@@ -15,6 +17,7 @@ device=${DEVICE:-cuda}
 limit=${STEP_TIMEOUT:-240}
 py=${PYTHON:-python3}
 mkdir -p "$out"
+exec > >(tee "$out/log.txt") 2>&1
 
 step() {
     local name=$1
@@ -50,5 +53,5 @@ step davis "$py" -m colortrack -q bench davis --root "$davis" --method model \
 step train "$py" -m colortrack -q train "$data/train-videos" --preset paper --device "$device" \
     --out "$out/train-run" --steps 300 --set workers=12 --set cache_short_side=256 \
     --set log_every=50 --set checkpoint_every=300 --set preview_every=300
-cat "$out/train-run/metrics.csv" >"$out/train-metrics.csv" 2>/dev/null
+cat "$out/train-run/metrics.csv" >"$out/train-paper-metrics.csv" 2>/dev/null
 step bench_memory "$py" benchmarks/bench_memory.py --device "$device" --lengths 100,1000,5000

@@ -86,7 +86,7 @@ def gpu_steps(log: Path) -> tuple[list[str], dict[str, tuple[str, str, str]]]:
     return machine, {n: (v[0], v[1], "\n".join(v[2:]).strip()) for n, v in steps.items()}
 
 
-def gpu_section(folder: Path) -> str:
+def gpu_section(folder: Path, cpu_model: dict) -> str:
     """The GPU column: what `benchmarks/gpu.sh` printed on the one GPU machine we were lent
     (kept in the repository, as it cannot be rerun without one)."""
     log = folder / "log.txt"
@@ -99,6 +99,9 @@ def gpu_section(folder: Path) -> str:
         return f"```\n$ {command.replace('python3', 'python')}\n{output}\n```"
 
     tests = steps["tests"][1]
+    scored = json.loads((folder / "davis-model.json").read_text())["sequences"]
+    on_cpu = ", ".join(f"{name} {(r['J'] + r['F']) / 2:.1f}"
+                       for name, r in sorted(cpu_model["sequences"].items()) if name in scored)
     paper_run = ""
     metrics = folder / "train-paper-metrics.csv"
     if metrics.is_file():
@@ -133,7 +136,7 @@ upsampling, the same in both, weigh more.
 
 {paper_run}
 
-The same DAVIS sequences scored on the GPU (the CPU gives dog 78.3, drift-chicane 43.0):
+The same DAVIS sequences scored on the GPU (on the CPU, in the table above: {on_cpu}):
 
 {block("davis")}"""
 
@@ -278,7 +281,7 @@ Training throughput per preset and the machine's measured matmul GFLOP/s:
 
 ### Speed on a GPU
 
-{gpu_section(args.gpu)}
+{gpu_section(args.gpu, davis["model"])}
 
 For context only — a different benchmark (DAVIS-2017 val, multi-object, from the papers):
 

@@ -38,7 +38,7 @@ def _read_reference(path: str | Path, width: int, height: int) -> np.ndarray:
 
 
 def recolor(frames: VideoReader, reference: np.ndarray, encoder: Encoder,
-            centroids: torch.Tensor, device: str = "cpu", temperature: float = 0.5
+            centroids: torch.Tensor, device: str | torch.device = "cpu", temperature: float = 0.5
             ) -> Iterator[np.ndarray]:
     """Color each frame by copying ab classes from `reference` (global search, paper's T=0.5)."""
     stride, k = Encoder.stride, len(centroids)
@@ -65,12 +65,12 @@ def colorize_video(video: str | Path, reference: str | Path, out: str | Path,
                    progress: bool = True, overwrite: bool = False) -> Path:
     """Write OUT.mp4: the video's gray frames colored from one color frame."""
     check_new_file(out, overwrite, inputs=(video, reference))
-    torch_device(device)
+    where = torch_device(device)  # checked before the writer starts; the encoder starts later
     encoder, centroids, _ = load_model(model)
     with VideoReader(video) as frames:
         ref = _read_reference(reference, frames.info.width, frames.info.height)
         with VideoWriter(out, frames.info.fps or 24.0) as writer:
-            for rgb in tqdm(recolor(frames, ref, encoder, centroids, device),
+            for rgb in tqdm(recolor(frames, ref, encoder, centroids, where),
                             total=frames.info.num_frames, disable=not progress, unit="frame"):
                 writer.write(rgb)
     return Path(out)
@@ -86,7 +86,6 @@ def embed_video(video: str | Path, out: str | Path, model: str | Path | None = N
     kept, so a surface keeps its color over time.
     """
     check_new_file(out, overwrite, inputs=(video,))
-    torch_device(device)
     encoder, _, _ = load_model(model)
     embed = FrameEncoder(encoder, device, normalize=True)
     with VideoReader(video) as frames, VideoWriter(out, frames.info.fps or 24.0) as writer:

@@ -154,11 +154,10 @@ def _tensorboard(out: Path):
 
 def _setup_distributed(device: str) -> tuple[int, int, torch.device]:
     """Rank, world size and device; torchrun sets WORLD_SIZE/RANK/LOCAL_RANK."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world, chosen = int(os.environ.get("WORLD_SIZE", "1")), torch_device(device)
     if world == 1:
-        return 0, 1, torch_device(device)
-    torch_device(device)  # a clear error for a device this machine lacks
-    use_cuda = device.startswith("cuda") and torch.cuda.is_available()
+        return 0, 1, chosen
+    use_cuda = chosen.type == "cuda"
     dist.init_process_group("nccl" if use_cuda else "gloo")
     rank = dist.get_rank()
     if use_cuda:

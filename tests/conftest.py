@@ -68,3 +68,22 @@ def moving_video(tmp_path: Path) -> tuple[Path, list[np.ndarray]]:
     """A 12-frame 64x48 10 fps MP4 of a moving texture, with the frames that went in."""
     frames = moving_texture()
     return write_video(tmp_path / "moving.mp4", frames, 10), frames
+
+
+def color_patches(seed: int, speed: tuple[int, int], frames: int = 40, size: int = 96,
+                  patch: int = 24) -> list[np.ndarray]:
+    """A mosaic of square patches of random color and brightness, sliding by `speed` a frame."""
+    rng = np.random.default_rng(seed)
+    tiles = rng.integers(0, 256, (2 * size // patch, 2 * size // patch, 3), dtype=np.uint8)
+    mosaic = np.kron(tiles, np.ones((patch, patch, 1), dtype=np.uint8))
+    shifted = (np.roll(mosaic, (t * speed[1], t * speed[0]), (0, 1)) for t in range(frames))
+    return [np.ascontiguousarray(m[:size, :size]) for m in shifted]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of two 40-frame 96x96 MP4s of sliding color patches, to train on."""
+    folder = tmp_path_factory.mktemp("videos")
+    for i, speed in enumerate([(3, 1), (-1, 3)]):
+        write_video(folder / f"texture{i}.mp4", color_patches(i, speed), 12)
+    return folder

@@ -16,9 +16,8 @@ from colortrack.propagation import propagate
 from colortrack.tracking import Tracker, track_to_dir
 from colortrack.train import run
 from colortrack.video import VideoReader
-from tests.conftest import write_video
 from tests.test_propagation import context_of, naive_propagate
-from tests.test_train import TINY, color_patches, rows
+from tests.test_train import TINY, rows
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -85,15 +84,11 @@ def test_cli_track_colorize_embed_on_cuda(moving_video, tmp_path):
             assert sum(1 for _ in video) == len(frames)
 
 
-def test_training_on_cuda_then_resuming_on_the_cpu(tmp_path):
-    folder = tmp_path / "videos"
-    folder.mkdir()
-    for i, speed in enumerate([(3, 1), (-1, 3)]):
-        write_video(folder / f"texture{i}.mp4", color_patches(i, speed), 12)
-    out = run([folder], preset="cpu", out=tmp_path / "run", steps=6, progress=False,
+def test_training_on_cuda_then_resuming_on_the_cpu(videos, tmp_path):
+    out = run([videos], preset="cpu", out=tmp_path / "run", steps=6, progress=False,
               overrides=TINY, device="cuda")
     encoder, _, _ = load_model(out / "model.safetensors")
     assert next(encoder.parameters()).device.type == "cpu"
-    run([folder], preset="cpu", out=out, steps=9, resume=True, progress=False)
+    run([videos], preset="cpu", out=out, steps=9, resume=True, progress=False)
     losses = [float(r["loss"]) for r in rows(out)]
     assert len(losses) == 9 and all(np.isfinite(losses))

@@ -10,28 +10,10 @@ import pytest
 
 from colortrack.errors import UsageError
 from colortrack.train import run
-from tests.conftest import write_video
 
 TINY = ["size=64", "batch=4", "workers=0", "cache_short_side=64", "kmeans_pixels=3000",
         "log_every=1", "checkpoint_every=3", "preview_every=5", "max_gap=1", "val_clips=8",
         "val_every=5", "scale=0.6,1.0"]
-
-
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("videos")
-    for i, speed in enumerate([(3, 1), (-1, 3)]):
-        write_video(folder / f"texture{i}.mp4", color_patches(i, speed), 12)
-    return folder
-
-
-def color_patches(seed, speed, frames=40, size=96, patch=24):
-    """A mosaic of square patches of random color and brightness, sliding by `speed` a frame."""
-    rng = np.random.default_rng(seed)
-    tiles = rng.integers(0, 256, (2 * size // patch, 2 * size // patch, 3), dtype=np.uint8)
-    mosaic = np.kron(tiles, np.ones((patch, patch, 1), dtype=np.uint8))
-    shifted = (np.roll(mosaic, (t * speed[1], t * speed[0]), (0, 1)) for t in range(frames))
-    return [np.ascontiguousarray(m[:size, :size]) for m in shifted]
 
 
 def rows(run_dir):

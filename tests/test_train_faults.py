@@ -23,8 +23,8 @@ from colortrack.config import preset
 from colortrack.errors import ColortrackError
 from colortrack.model import Encoder
 from colortrack.train import run
-from tests.conftest import write_video
-from tests.test_train import TINY, color_patches, rows
+from tests.conftest import color_patches, write_video
+from tests.test_train import TINY, rows
 
 FAST = [*TINY, "kmeans_pixels=256"]  # k-means on few pixels: the slow part of a tiny run
 

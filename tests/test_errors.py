@@ -329,6 +329,10 @@ def test_wrong_usage_exits_2(capsys, clip, tmp_path) -> None:
           for setting in ("size=20", "refs=0", "max_gap=0", "temperature=0", "lr_final=-1",
                           "workers=-1", "kmeans_pixels=0", "log_every=0", "checkpoint_every=0")),
         (["train", video, "--out", tmp_path / "run", "--set", "scale=0.5,0.2"], "0 < min <= max"),
+        (["train", video, "--out", tmp_path / "run", "--set", "holdout=nope"],
+         "no training video named nope"),
+        (["train", video, "--out", tmp_path / "run", "--set", f"holdout={Path(video).name}"],
+         "nothing is left to train"),
         (["info", "--preset", "nope"], "unknown preset 'nope'"),
     ]
     for argv, message in cases:

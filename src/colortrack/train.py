@@ -211,6 +211,10 @@ def run(videos: list[str | Path], *, preset: str | None = None, out: str | Path,
     per_rank = cfg.batch // world
     found = find_videos(videos)
     held = [v for v in found if v.stem in cfg.holdout or v.name in cfg.holdout]
+    unknown = set(cfg.holdout) - {v.stem for v in held} - {v.name for v in held}
+    if unknown or (held and len(held) == len(found)):
+        raise UsageError(f"holdout: no training video named {', '.join(sorted(unknown))}"
+                         if unknown else "holdout keeps out every video; nothing is left to train")
     # Item i of the stream is a pure function of i; the sampler picks which i each step sees.
     dataset = ClipDataset([v for v in found if v not in held], cfg, length=10**9)
     val_clips = None

@@ -93,20 +93,23 @@ class TemporalHead(nn.Module):
         out = self.out(x)
         return out.view(b, t, *out.shape[1:])
 
-    def step(self, x: torch.Tensor, cache: list[torch.Tensor] | None) -> tuple[torch.Tensor, list]:
+    def step(self, x: torch.Tensor, cache: list[list[torch.Tensor]] | None
+             ) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
         """Embed one new frame (B, C, h, w) given the previous call's cache (None at t=0).
 
-        Gives exactly what `forward` gives for that frame on the whole video.
+        Gives exactly what `forward` gives for that frame on the whole video. The cache keeps
+        each block's last k-1 spatial outputs as separate tensors: stacked with the new one they
+        stay in the input's memory layout (channels-last when fused for inference), where
+        slicing one stacked tensor would not, and the 1x1 convolution would copy it back.
         """
         x = self.inp(x)
         new_cache = []
         for i, (spatial, temporal) in enumerate(zip(self.spatial, self.temporal, strict=True)):
             y = spatial(x)
-            past = cache[i] if cache is not None else y.new_zeros(
-                (y.shape[0], (self.k - 1) * y.shape[1], *y.shape[2:]))
-            window = torch.cat([past, y], dim=1)
-            new_cache.append(window[:, y.shape[1]:])
-            x = F.relu(x + temporal(window))
+            past = cache[i] if cache is not None else [torch.zeros_like(y)] * (self.k - 1)
+            window = [*past, y]
+            new_cache.append(window[1:])
+            x = F.relu(x + temporal(torch.cat(window, dim=1)))
         return self.out(x), new_cache
 
 

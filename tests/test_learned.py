@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from colortrack.checkpoint import default_model_path
 from colortrack.cli import main
@@ -94,8 +95,6 @@ def test_colorize_a_video_whose_size_is_not_a_multiple_of_the_stride(make_video,
 
 @pytest.mark.skipif(not default_model_path().is_file(), reason="no shipped model")
 def test_bf16_embeddings_stay_close_to_fp32():
-    import torch
-
     video, _ = square_on_texture(frames=2)
     embed = {p: LearnedPropagator.from_checkpoint(propagation=PropagationConfig(precision=p))
              for p in ("fp32", "bf16")}
@@ -109,3 +108,21 @@ def test_unknown_precision_is_a_usage_error():
 
     with pytest.raises(UsageError, match="precision"):
         LearnedPropagator.random(PropagationConfig(precision="fp8"))
+
+
+def test_each_precision_names_its_window_arithmetic():
+    from colortrack.errors import UsageError
+    from colortrack.learned import choice_dtype, native_bf16, native_int8
+
+    cpu = torch.device("cpu")
+    assert choice_dtype("fp32", cpu) == torch.float32
+    assert choice_dtype("bf16", cpu) == torch.bfloat16
+    assert choice_dtype("int8", cpu) == torch.int8
+    assert choice_dtype("auto", cpu) == (torch.int8 if native_int8() else
+                                         torch.bfloat16 if native_bf16(cpu) else torch.float32)
+    with pytest.raises(UsageError, match="CPUs only"):  # refused before CUDA is touched
+        choice_dtype("int8", torch.device("cuda"))
+    # Raw pixels (norms up to 1e4) and copies without top-k always score in float32.
+    assert LearnedPropagator.pixels().scoring == torch.float32
+    assert LearnedPropagator.random(PropagationConfig(topk=None)).scoring == torch.float32
+    assert LearnedPropagator.random(PropagationConfig(precision="int8")).scoring == torch.int8

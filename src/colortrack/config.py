@@ -101,8 +101,9 @@ class PropagationConfig:
     global_first: bool = False  # True: search the first frame everywhere (CRW), not in the radius
     temperature: float = 0.05
     normalize: bool = True  # L2-normalise embeddings before the dot product
-    # Encoder and window products: fp32, bf16, or auto (bf16 where native). bf16 products only
-    # choose each location's top-k; the chosen references are scored in float32.
+    # Encoder and window products: fp32; bf16; int8 (CPU: bf16 encoder where native, int8
+    # products); auto (int8 products on CPUs, bf16 on GPUs; bf16 encoder where native). Lower-
+    # precision products only choose each location's top-k; the chosen are scored in float32.
     precision: str = "auto"
 
     def __post_init__(self) -> None:

@@ -6,6 +6,7 @@ bounded by the context (first frame + `context` recent frames), never by the vid
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def padded_lab(frame: np.ndarray, device: torch.device) -> torch.Tensor:
     return pad_to_stride(rgb_to_lab(rgb[None]))
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
 def torch_device(name: str | torch.device) -> torch.device:
@@ -66,14 +67,35 @@ def native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
+@functools.cache
+def native_int8() -> bool:
+    """Whether this PyTorch multiplies int8 matrices on the CPU (torch._int_mm, 2.2 and later)."""
+    try:
+        torch._int_mm(torch.ones(1, 8, dtype=torch.int8), torch.ones(8, 8, dtype=torch.int8))
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
 def encoder_dtype(precision: str, device: torch.device) -> torch.dtype:
     """The encoder's arithmetic. bf16 halves its time on CPUs that have it; its embeddings keep
     a cosine similarity above 0.9998 to float32's and are cast back to float32 before any copy."""
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if precision == "bf16" or (precision == "auto" and native_bf16(device)):
+    if precision == "bf16" or (precision in ("auto", "int8") and native_bf16(device)):
         return torch.bfloat16
     return torch.float32
+
+
+def choice_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The arithmetic of the window products, which only choose each location's top-k (the
+    chosen are scored in float32). On CPUs int8 products (int32 sums) run about 2x bf16's and
+    choose as well: 92.8% of float32's top-10 against bf16's 92.6% on DAVIS dog. On GPUs bf16."""
+    if precision == "int8" and device.type != "cpu":
+        raise UsageError(f"precision=int8 computes on CPUs only; use auto or bf16 on {device}")
+    if precision == "int8" or (precision == "auto" and device.type == "cpu" and native_int8()):
+        return torch.int8
+    return encoder_dtype(precision, device)
 
 
 class FrameEncoder:
@@ -152,10 +174,11 @@ class LearnedPropagator:
         self.frames: FrameEncoder | LabPixels = (
             LabPixels(device) if encoder is None
             else FrameEncoder(encoder, device, self.cfg.normalize, self.cfg.precision))
-        # Learned embeddings are unit vectors: bf16 products rank them well enough to choose the
-        # top-k, which are then scored in float32. Raw pixels (norms up to 1e4) are not.
+        # Learned embeddings are unit vectors: bf16 or int8 products rank them well enough to
+        # choose the top-k, which are then scored in float32. Raw pixels (norms up to 1e4) are not.
         lower = isinstance(self.frames, FrameEncoder) and self.cfg.topk is not None
-        self.scoring = self.frames.dtype if lower else torch.float32
+        self.scoring = (choice_dtype(self.cfg.precision, self.frames.device) if lower
+                        else torch.float32)
 
     @classmethod
     def pixels(cls, propagation: PropagationConfig | None = None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -73,10 +74,12 @@ def untile(tiles: torch.Tensor, tile: int, h: int, w: int) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=8)
-def window_bias(h: int, w: int, tile: int, radius: float, device: torch.device
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def window_bias(h: int, w: int, tile: int, radius: float, device: torch.device,
+                dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores to add to the (tile+2r)^2 windows so that keys out of reach never count: 0 within
-    reach, _FAR beyond (adding runs 20x faster on CPUs than a broadcast masked_fill).
+    reach, _FAR beyond (adding runs 20x faster on CPUs than a broadcast masked_fill). `dtype`
+    is the scores': float32, or int32 for int8 products (_FAR is exact there, and far below
+    any product of two int8 vectors of up to 4,096 dimensions: 127^2 * 4096 = 6.6e7).
 
     A window's bias depends only on which of its rows and columns fall outside the image, so
     there are a few kinds (inner tiles, each border): returns the biases of the kinds,
@@ -100,7 +103,7 @@ def window_bias(h: int, w: int, tile: int, radius: float, device: torch.device
     edges = rows[:, None, :, None] + cols[None, :, None, :]  # (rows kinds, cols kinds, S, S)
     biases = (circle + edges.reshape(-1, 1, 1, size, size)).flatten(-2)
     kind = row_ids[:, None] * len(cols) + col_ids[None, :]  # (Gy, Gx)
-    return biases.to(device), kind.flatten().to(device)
+    return biases.to(device, dtype), kind.flatten().to(device)
 
 
 class Context:
@@ -109,8 +112,9 @@ class Context:
     Windowed frames (the recent ones; the first too unless `global_first`) are stored once,
     zero-padded by the radius and channels-last, in the layout the windows read, so a frame is
     laid out once rather than once for each of the `recent` targets it serves. Keys are stored
-    in the `scoring` dtype of the window products and, when that is not float32, in float32 too,
-    to score the references that the products picked. With every frame windowed, each frame also
+    in the `scoring` dtype of the window products (float32, bfloat16, or int8: products in
+    int32) and, when that is not float32, in float32 too, to score the references that the
+    products picked. With every frame windowed, each frame also
     keeps the range of its labels over each tile's window: a tile whose references all carry the
     same label (background far from every object) gets that label without scoring. radius <= 0
     searches every frame everywhere, without windows.
@@ -139,7 +143,16 @@ class Context:
         # where q.k would round to a few values near 1 and tie. float32 products are the scores
         # themselves (they meet the first frame's in one softmax), so those keys stay as given.
         self.center = keys.mean((1, 2)) if self.exact is not None else keys.new_zeros(d)
-        self._buffer = keys.new_empty(0)  # float32 scores, reused (see `scores`)
+        # int8 keys: one scale per channel for every frame (scores of different frames must
+        # compare), set so the first frame's centred keys span +-127 in each channel; later
+        # outliers saturate. Queries are divided by the same scales, so q.k keeps its ranking,
+        # then scaled per location, which leaves each location's ranking unchanged.
+        self.scale = None
+        if scoring == torch.int8:
+            spread = (keys - self.center.view(-1, 1, 1)).abs().amax((1, 2))
+            self.scale = torch.where(spread > 0, 127 / spread, torch.ones_like(spread))
+        self._buffer = keys.new_empty(0, dtype=torch.int32 if scoring == torch.int8
+                                      else torch.float32)  # scores, reused (see `scores`)
         self.values = labels.new_zeros(slots, hp, wp, c)
         self.gy, self.gx = -(-self.h // tile), -(-self.w // tile)
         self.high = labels.new_empty(slots, c, self.gy, self.gx)
@@ -174,7 +187,10 @@ class Context:
 
     def _store(self, slot: int, keys: torch.Tensor, labels: torch.Tensor) -> None:
         r, t, h, w = int(self.radius), self.tile, self.h, self.w
-        self.scored[slot, r:r + h, r:r + w] = (keys - self.center.view(-1, 1, 1)).permute(1, 2, 0)
+        centred = (keys - self.center.view(-1, 1, 1)).permute(1, 2, 0)
+        if self.scored.dtype == torch.int8:
+            centred = centred.mul(self.scale).round_().clamp_(-127, 127)
+        self.scored[slot, r:r + h, r:r + w] = centred
         if self.exact is not None:
             self.exact[slot, r:r + h, r:r + w] = keys.permute(1, 2, 0)
         self.values[slot, r:r + h, r:r + w] = labels.permute(1, 2, 0)
@@ -188,19 +204,34 @@ class Context:
         return [(slice(0, self.windowed), slice(i // self.gx * t, i // self.gx * t + s),
                  slice(i % self.gx * t, i % self.gx * t + s)) for i in tiles]
 
+    @property
+    def score_dtype(self) -> torch.dtype:
+        """What `scores` returns: int32 for int8 keys, float32 otherwise."""
+        return self._buffer.dtype
+
     def scores(self, queries: torch.Tensor, tiles: torch.Tensor) -> torch.Tensor:
-        """(G, Q, frames * size^2) float32 products of each tile's queries (G, Q, D) with the
-        keys of its windows, copied one slice per tile (10x faster on CPUs than advanced
-        indexing). Lower-precision products are converted into a buffer kept across calls:
-        a fresh tensor per call costs more in page faults than the conversion itself."""
+        """(G, Q, frames * size^2) products of each tile's queries (G, Q, D) with the keys of
+        its windows, copied one slice per tile (10x faster on CPUs than advanced indexing), in
+        `score_dtype`. Products are written into a buffer kept across calls: a fresh tensor
+        per call costs more in page faults than the products' conversion or copy."""
         windows = self._windows(tiles.tolist())
         keys = torch.stack([self.scored[n, y, x] for n, y, x in windows]).flatten(1, 3)
-        products = torch.bmm(queries.to(keys.dtype), keys.transpose(1, 2))
+        shape = (*queries.shape[:2], keys.shape[1])
         if self.exact is None:
-            return products
-        if self._buffer.numel() < products.numel():
-            self._buffer = products.new_empty(products.numel(), dtype=torch.float32)
-        return self._buffer[:products.numel()].view(products.shape).copy_(products)
+            return torch.bmm(queries, keys.transpose(1, 2))
+        if self._buffer.numel() < math.prod(shape):
+            self._buffer = self._buffer.new_empty(math.prod(shape))
+        out = self._buffer[:math.prod(shape)].view(shape)
+        if keys.dtype != torch.int8:
+            return out.copy_(torch.bmm(queries.to(keys.dtype), keys.transpose(1, 2)))
+        # int8 x int8 -> int32 (VNNI on x86): about 2x bf16's products, and the masking,
+        # block maxima and top-k that follow run on integers without a conversion pass.
+        queries = queries / self.scale
+        peak = queries.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(queries.dtype).tiny)
+        small = queries.mul_(127 / peak).round_().to(torch.int8)
+        for i in range(len(small)):
+            torch._int_mm(small[i], keys[i].T, out=out[i])
+        return out
 
     def labels(self, tiles: torch.Tensor) -> torch.Tensor:
         """(G, frames * size^2, C): the labels of each tile's windows (to copy without top-k)."""
@@ -261,7 +292,8 @@ def propagate(query: torch.Tensor, context: Context, *, temperature: float, topk
         out[constant] = label[constant].unsqueeze(1)
         todo = todo[~constant]
     if n:
-        biases, kind = window_bias(h, w, tile, float(context.radius), query.device)
+        biases, kind = window_bias(h, w, tile, float(context.radius), query.device,
+                                   context.score_dtype)
     per_tile = tile * tile * (n * context.size**2 + (h * w if context.global_first else 0))
     budget = budget or BUDGET.get(query.device.type, BUDGET["cpu"])
     for tiles in todo.split(max(1, budget // per_tile)):

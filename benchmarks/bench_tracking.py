@@ -6,13 +6,14 @@
     python benchmarks/bench_tracking.py --video clip.mp4 --mask first.png --methods model
     python benchmarks/bench_tracking.py --radii 12,8,6,4   # the model at several radii
 
-The real code path is timed (`Tracker.track_frames`, then `write_mask` as `colortrack track`
-does), with timers wrapped around its stages: encoder (L + trunk + one cached head step,
-`FrameEncoder.step`), copy (`propagation.propagate`), upsample (`learned.grid_to_labels`) and
-argmax + PNG (the rest of `track_frames`, then `write_mask`). Decoding (JPEG/PyAV) runs in a
-background thread while the model works, so its column is timed in a separate decode-only pass
-and is not part of the sum (a wait for a frame not yet decoded would land in argmax+png); "rest"
-is wall time outside the timed stages (Python glue). For `flow` and `identity` the whole
+The real code path of `colortrack track` is timed (`tracking.track_to_dir`: palette PNGs and
+the overlay video), with timers wrapped around its stages: encoder (L + trunk + one cached head
+step, `FrameEncoder.step`), copy (`propagation.propagate`), upsample (`learned.grid_to_labels`),
+argmax + PNG (the rest of `track_frames`, then `write_mask`) and overlay (drawing the mask and
+H.264-encoding the frame). Decoding (JPEG/PyAV) runs in a background thread while the model
+works, so its column is timed in a separate decode-only pass and is not part of the sum (a wait
+for a frame not yet decoded would land in argmax+png); "rest" is wall time outside the timed
+stages (Python glue, opening and closing the outputs). For `flow` and `identity` the whole
 propagator step is in the `copy` column. Wall times are noisy when other jobs share the CPU.
 """
 
@@ -35,16 +36,18 @@ import torch
 from PIL import Image
 
 import colortrack.learned as learned
-from colortrack.annotations import read_mask, write_mask
+import colortrack.tracking as tracking
+from colortrack.annotations import read_mask
 from colortrack.config import PropagationConfig, override
 from colortrack.davis import DavisDataset
 from colortrack.metrics import VOID_ID
-from colortrack.tracking import Tracker
+from colortrack.tracking import Tracker, track_to_dir
 from colortrack.video import VideoReader
+from colortrack.video_writer import VideoWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 DAVIS = ROOT.parent / "shared" / "data" / "davis2016-dev"
-STAGES = ("encoder", "copy", "upsample", "argmax+png")
+STAGES = ("encoder", "copy", "upsample", "argmax+png", "overlay")
 
 
 class Timers:
@@ -116,11 +119,18 @@ def decoded(source: list[Path] | Path, limit: int | None) -> Iterator[np.ndarray
 
 def run(method: str, source: list[Path] | Path, mask: np.ndarray, limit: int | None,
         propagation: PropagationConfig | None, device: str) -> tuple[int, float, dict[str, float]]:
-    """Track and write PNGs; returns (frames, wall seconds, exclusive seconds per stage)."""
+    """Track and write as `colortrack track` does; returns (frames, wall seconds, exclusive
+    seconds per stage)."""
     tracker = Tracker.from_pretrained(method=method, propagation=propagation, device=device)
     timers = Timers(torch.device(device))
     propagator: Any = tracker.propagator
-    saved = learned.propagate, learned.grid_to_labels
+    saved = (learned.propagate, learned.grid_to_labels, tracking.write_mask,
+             tracking.overlay_mask, VideoWriter.write)
+    tracking.write_mask = timers.wrap("argmax+png", tracking.write_mask)
+    tracking.overlay_mask = timers.wrap("overlay", tracking.overlay_mask)
+    VideoWriter.write = timers.wrap("overlay", VideoWriter.write)
+    track_frames = tracker.track_frames
+    tracker.track_frames = lambda *a, **k: timers.iterate("argmax+png", track_frames(*a, **k))
     if method == "model":
         propagator.frames.step = timers.wrap("encoder", propagator.frames.step)
         learned.propagate = timers.wrap("copy", learned.propagate)
@@ -128,18 +138,14 @@ def run(method: str, source: list[Path] | Path, mask: np.ndarray, limit: int | N
     else:  # flow / identity: the whole propagator step goes under `copy`
         method_fn = propagator.propagate
         propagator.propagate = lambda *a: timers.iterate("copy", method_fn(*a))
-    count = 0
     try:
         with tempfile.TemporaryDirectory() as out:
             started = timers.now()
-            frames = decoded(source, limit)
-            for index, _, ids in timers.iterate("argmax+png", tracker.track_frames(frames, mask)):
-                with timers.region("argmax+png"):
-                    write_mask(Path(out) / f"{index:05d}.png", ids)
-                count += 1
+            count = track_to_dir(tracker, decoded(source, limit), mask, out, progress=False).frames
             wall = timers.now() - started
     finally:
-        learned.propagate, learned.grid_to_labels = saved
+        (learned.propagate, learned.grid_to_labels, tracking.write_mask, tracking.overlay_mask,
+         VideoWriter.write) = saved
     return count, wall, dict(timers.seconds)
 
 

@@ -44,7 +44,7 @@ def main(davis_root: Path) -> None:
     (OUT / "masks").mkdir(parents=True, exist_ok=True)
     with (
         VideoReader(frames_dir) as reader,
-        VideoWriter(OUT / f"{SEQUENCE}.mp4", FPS, crf=CRF) as out,
+        VideoWriter(OUT / f"{SEQUENCE}.mp4", FPS, crf=CRF, preset="medium") as out,
     ):
         for index, frame in zip(range(NUM_FRAMES), reader, strict=False):
             out.write(frame)

@@ -181,6 +181,27 @@ def test_overlay_and_gif(tmp_path: Path) -> None:
         assert gif.n_frames == 2 and gif.size == (W, H)
 
 
+def test_overlay_blends_every_object_pixel_and_outlines_only_near_objects() -> None:
+    from colortrack.annotations import DAVIS_PALETTE
+    from colortrack.visualize import overlay_mask
+
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    ids = np.zeros((H, W), np.uint8)
+    ids[5:20, 60:90], ids[40:55, 10:25] = 1, 7  # two objects: their box spans most of the frame
+    expected = frame.copy()
+    fg = ids > 0
+    blend = frame[fg] * 0.4 + DAVIS_PALETTE[ids[fg]] * 0.6
+    expected[fg] = np.clip(blend + 0.5, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(overlay_mask(frame, ids, alpha=0.6, contour=0), expected)
+    outlined = overlay_mask(frame, ids, alpha=0.6, contour=2)
+    changed = (outlined != expected).any(-1)
+    near = np.zeros_like(fg)
+    near[2:23, 57:93] = near[37:58, 7:28] = True
+    assert changed.any() and not (changed & ~near).any()
+    np.testing.assert_array_equal(overlay_mask(frame, np.zeros_like(ids)), frame)
+
+
 def test_argmax_channels_matches_numpy_including_ties():
     rng = np.random.default_rng(0)
     soft = rng.integers(0, 3, (4, 7, 9)).astype(np.float32)  # many ties

@@ -29,15 +29,22 @@ def overlay_mask(
     if frame.shape[:2] != ids.shape:
         raise ValueError(f"frame {frame.shape[:2]} and mask {ids.shape} differ in size")
     out = frame.copy()
-    foreground = ids > 0
-    if foreground.any():
-        colors = DAVIS_PALETTE[ids[foreground]].astype(np.float32)
-        blended = frame[foreground].astype(np.float32) * (1.0 - alpha) + colors * alpha
-        out[foreground] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    rows, cols = np.flatnonzero(ids.any(1)), np.flatnonzero(ids.any(0))
+    if rows.size == 0:
+        return out
+    # Work in the objects' bounding box: boolean indexing costs per pixel of the whole frame.
+    y, x = rows[0], cols[0]
+    box = (slice(y, rows[-1] + 1), slice(x, cols[-1] + 1))
+    labels, region = ids[box], out[box]
+    foreground = labels > 0
+    colors = DAVIS_PALETTE[labels[foreground]].astype(np.float32)
+    blended = region[foreground].astype(np.float32) * (1.0 - alpha) + colors * alpha
+    region[foreground] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
     if contour > 0:
-        for value in np.unique(ids[foreground]).tolist():
-            binary = (ids == value).astype(np.uint8)
-            contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        for value in np.unique(labels[foreground]).tolist():
+            binary = (labels == value).astype(np.uint8)
+            contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+                                           offset=(int(x), int(y)))
             cv2.drawContours(out, contours, -1, _color(value), contour, lineType=cv2.LINE_AA)
     return out
 

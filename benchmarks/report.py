@@ -25,6 +25,8 @@ DAVIS_METHODS = {
     "random": "randomly initialised `cpu` encoder, same protocol",
     "model": "the shipped model (learned by colorization), default protocol",
     "model-fp32": "the same in float32 throughout (`--set precision=fp32`)",
+    "model-bf16": "the same with bf16 window products choosing the top-k, the default before "
+                  "int8 (`--set precision=bf16`)",
     "model-r8": "the shipped model searching 8 cells instead of 12 (`--set radius=8`): faster",
     "model-r6": "the same within 6 cells (`--set radius=6`)",
     "model-r4": "the same within 4 cells (`--set radius=4`)",
@@ -33,6 +35,7 @@ DAVIS_METHODS = {
 }
 EXTRA_ARGS = {
     "model-fp32": ["--method", "model", "--set", "precision=fp32"],
+    "model-bf16": ["--method", "model", "--set", "precision=bf16"],
     "model-r8": ["--method", "model", "--set", "radius=8"],
     "model-r6": ["--method", "model", "--set", "radius=6"],
     "model-r4": ["--method", "model", "--set", "radius=4"],

@@ -14,7 +14,9 @@ H.264-encoding the frame). Decoding (JPEG/PyAV) runs in a background thread whil
 works, so its column is timed in a separate decode-only pass and is not part of the sum (a wait
 for a frame not yet decoded would land in argmax+png); "rest" is wall time outside the timed
 stages (Python glue, opening and closing the outputs). For `flow` and `identity` the whole
-propagator step is in the `copy` column. Wall times are noisy when other jobs share the CPU.
+propagator step is in the `copy` column. Wall times are noisy when other jobs share the CPU
+(on the 2-core development machine the same run varied by up to 40%), so each row is the fastest
+of `--repeat` runs, the usual estimate of what the code costs without interference.
 """
 
 from __future__ import annotations
@@ -171,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--quick", action="store_true", help="first 12 frames only")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per row; the fastest shown")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -187,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     h, w = mask.shape
     print(f"{name}, {w}x{h}, {limit or 'all'} frames, device {args.device}, "
           f"{torch.get_num_threads()} torch threads; {propagation}")
-    print("ms per frame (frame 0 included; end-to-end = wall time / frames):")
+    print(f"ms per frame (frame 0 included; end-to-end = wall time / frames; fastest of "
+          f"{args.repeat} runs):")
     decode = decode_seconds(source, limit)
     head = f"{'method':<9}{'decode*':>9}" + "".join(f"{c:>11}" for c in STAGES)
     print(head + f"{'sum':>9}{'rest':>7}{'end-to-end':>12}{'frames/s':>10}")
@@ -203,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         method = label.split()[0]
         if args.device.startswith("cuda"):  # CUDA context, cuDNN plans, allocator: not timed
             run(method, source, mask, 3, settings, args.device)
-        count, wall, seconds = run(method, source, mask, limit, settings, args.device)
+        runs = [run(method, source, mask, limit, settings, args.device)
+                for _ in range(args.repeat)]
+        count, wall, seconds = min(runs, key=lambda r: r[1])
         cells = [seconds.get(c, 0.0) for c in STAGES]
         text = "".join(f"{1e3 * v / count:>11.1f}" if v else f"{'-':>11}" for v in cells)
         ms[label] = 1e3 * wall / count

@@ -126,3 +126,19 @@ def test_each_precision_names_its_window_arithmetic():
     assert LearnedPropagator.pixels().scoring == torch.float32
     assert LearnedPropagator.random(PropagationConfig(topk=None)).scoring == torch.float32
     assert LearnedPropagator.random(PropagationConfig(precision="int8")).scoring == torch.int8
+
+
+def test_nearly_parallel_embeddings_are_not_ranked_in_int8():
+    from colortrack.learned import PARALLEL, native_int8
+
+    frame = np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8)
+    untrained = LearnedPropagator.random()  # embeddings of every cell nearly the same vector
+    key = next(untrained.frames.stream(iter([frame])))
+    spread = float(torch.nn.functional.normalize(key, dim=0).mean((1, 2)).norm())
+    assert spread > PARALLEL
+    if native_int8():
+        assert untrained.scoring == torch.int8 and untrained._scoring(key) != torch.int8
+    asked = LearnedPropagator.random(PropagationConfig(precision="int8"))
+    assert asked._scoring(key) == torch.int8  # an explicit choice is honoured
+    spread_out = torch.nn.functional.normalize(torch.randn(key.shape), dim=0)
+    assert untrained._scoring(spread_out) == untrained.scoring

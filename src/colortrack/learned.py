@@ -87,6 +87,13 @@ def encoder_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+# |mean unit embedding| of a first frame above which its embeddings are nearly parallel (mean
+# cosine similarity above 0.81): int8 keys, quantized in steps of each channel's spread, then
+# rank too coarsely (an untrained encoder: 0.999, DAVIS dog 44.0 J&F against bf16's 60.9);
+# trained models give 0.40-0.56 on DAVIS first frames.
+PARALLEL = 0.9
+
+
 def choice_dtype(precision: str, device: torch.device) -> torch.dtype:
     """The arithmetic of the window products, which only choose each location's top-k (the
     chosen are scored in float32). On CPUs int8 products (int32 sums) run about 2x bf16's and
@@ -213,6 +220,14 @@ class LearnedPropagator:
         encoder, _, _ = load_model(path)
         return cls(encoder, propagation, device)
 
+    def _scoring(self, first: torch.Tensor) -> torch.dtype:
+        """`scoring`, except int8 on nearly parallel embeddings (see PARALLEL): the encoder's
+        dtype there (bf16 where native, which keeps their precision once centred)."""
+        if self.scoring != torch.int8 or self.cfg.precision == "int8":
+            return self.scoring
+        spread = float(F.normalize(first, dim=0).mean((1, 2)).norm())
+        return self.frames.dtype if spread > PARALLEL else self.scoring
+
     @torch.inference_mode()
     def propagate(self, frames: Iterable[np.ndarray], first_labels: np.ndarray
                   ) -> Iterator[np.ndarray]:
@@ -224,7 +239,7 @@ class LearnedPropagator:
             if context is None:
                 labels = labels_to_grid(first_labels, stride, embedding.device)
                 context = Context(key, labels, recent=cfg.context, radius=cfg.radius,
-                                  global_first=cfg.global_first, scoring=self.scoring)
+                                  global_first=cfg.global_first, scoring=self._scoring(key))
                 continue
             grid = propagate(query, context, temperature=cfg.temperature, topk=cfg.topk)
             context.append(key, grid)

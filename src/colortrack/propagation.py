@@ -17,11 +17,11 @@ import torch.nn.functional as F
 
 _FAR = -1e9  # score of a reference that is out of reach (finite, so softmax never sees all -inf)
 CONSTANT = 1e-5  # label spread below which every reference of a tile counts as the same label
-# Scores per chunk of query tiles: on a CPU, few enough to stay near the cores, enough to spread
-# each op's fixed cost (1<<21, 4 tiles of 8 at radius 12, beat 1<<20 in 6 of 6 alternated
-# bench_copy runs with int8 products, by 3-20%); on a GPU, enough that each kernel has work for
-# every core (a chunk costs the same few launches whatever its size).
-BUDGET = {"cpu": 1 << 21, "cuda": 1 << 25}
+# Scores per chunk of query tiles: on a CPU, few enough to stay near the cores (with int8
+# products, 1<<21 won 7 of 12 alternated bench_copy pairs against 1<<20 at radius 12: within
+# the machine's noise, so the smaller, cache-friendlier chunk stays); on a GPU, enough that each
+# kernel has work for every core (a chunk costs the same few launches whatever its size).
+BUDGET = {"cpu": 1 << 20, "cuda": 1 << 25}
 
 
 def dense_affinity(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:

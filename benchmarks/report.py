@@ -141,7 +141,26 @@ upsampling, the same in both, weigh more.
 
 The same DAVIS sequences scored on the GPU (on the CPU, in the table above: {on_cpu}):
 
-{block("davis")}"""
+{block("davis")}
+{recheck(folder)}"""
+
+
+def recheck(folder: Path) -> str:
+    """A later, shorter check on a lent GPU (`check.txt`), after changes to the tracking path."""
+    log = folder / "check.txt"
+    if not log.is_file():
+        return ""
+    return f"""
+Checked again later on the same kind of machine (log: `{log.resolve().relative_to(ROOT)}`), after
+the CPU copy step moved to int8 (GPUs keep bf16), the temporal head's cache changed layout, the
+overlay moved to x264's `veryfast` preset and `bench_tracking` began timing the overlay video:
+`pytest tests/test_cuda.py`, then `python benchmarks/bench_tracking.py --device cuda --frames 60
+--radii 12 --repeat 2 --methods model,flow` on DAVIS `dog`.
+
+```
+{log.read_text().strip()}
+```
+"""
 
 
 def davis_table(results: dict[str, dict]) -> str:
@@ -258,16 +277,21 @@ joints (`colortrack bench badja`):
 ### Speed and memory (2 CPU cores; `benchmarks/`)
 
 Tracking at 480p, ms per frame by stage, on the first 40 frames of DAVIS `dog`, with the default
-settings at the default radius (12 cells) and smaller ones (J&F of each in the table above).
+settings at the default radius (12 cells) and smaller ones (J&F of each in the table above). The
+timed path is `colortrack track`'s own (`track_to_dir`: palette PNGs and the overlay video); each
+row is the fastest of 3 runs. On this shared 2-core machine the default row ranged from 92 to
+120 ms (8.3–10.9 frames/s, 1.9–2.9× flow) over 8 invocations of the same command in one
+afternoon, as other jobs came and went; without the overlay (for both methods) the model took
+2.4–2.8× flow's time.
 
 {speed}
 
 The fast path against a plain reference of the same protocol (`benchmarks/reference_propagation.py`:
 all features first, dense affinity of each frame against its whole context, mask, top-k, all in
 float32), on the first 15 frames of `dog`. By default (`precision=auto`) the fast path computes
-the window products in bf16 only to choose each location's top-k and scores those in float32:
-near-ties at the k-th place can swap, so a few pixels differ. With `precision=fp32` the masks are
-the reference's:
+the window products in int8 on a CPU (bf16 on a GPU) only to choose each location's top-k and
+scores those in float32: near-ties at the k-th place can swap, so a few pixels differ. With
+`precision=fp32` the masks are the reference's:
 
 {reference}
 

@@ -110,7 +110,7 @@ def test_unknown_precision_is_a_usage_error():
         LearnedPropagator.random(PropagationConfig(precision="fp8"))
 
 
-def test_each_precision_names_its_window_arithmetic():
+def test_each_precision_names_its_window_arithmetic(monkeypatch):
     from colortrack.errors import UsageError
     from colortrack.learned import choice_dtype, native_bf16, native_int8
 
@@ -122,6 +122,11 @@ def test_each_precision_names_its_window_arithmetic():
                                          torch.bfloat16 if native_bf16(cpu) else torch.float32)
     with pytest.raises(UsageError, match="CPUs only"):  # refused before CUDA is touched
         choice_dtype("int8", torch.device("cuda"))
+    monkeypatch.setattr("colortrack.learned.native_int8", lambda: False)  # PyTorch < 2.2
+    assert choice_dtype("auto", cpu) in (torch.bfloat16, torch.float32)
+    with pytest.raises(UsageError, match="_int_mm"):
+        choice_dtype("int8", cpu)
+    monkeypatch.undo()
     # Raw pixels (norms up to 1e4) and copies without top-k always score in float32.
     assert LearnedPropagator.pixels().scoring == torch.float32
     assert LearnedPropagator.random(PropagationConfig(topk=None)).scoring == torch.float32

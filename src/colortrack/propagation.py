@@ -218,9 +218,9 @@ class Context:
         per call costs more in page faults than the products' conversion or copy."""
         windows = self._windows(tiles.tolist())
         keys = torch.stack([self.scored[n, y, x] for n, y, x in windows]).flatten(1, 3)
-        shape = (*queries.shape[:2], keys.shape[1])
         if self.exact is None:
             return torch.bmm(queries, keys.transpose(1, 2))
+        shape = (*queries.shape[:2], keys.shape[1])
         if self._buffer.numel() < math.prod(shape):
             self._buffer = self._buffer.new_empty(math.prod(shape))
         out = self._buffer[:math.prod(shape)].view(shape)

@@ -15,8 +15,9 @@ works, so its column is timed in a separate decode-only pass and is not part of 
 for a frame not yet decoded would land in argmax+png); "rest" is wall time outside the timed
 stages (Python glue, opening and closing the outputs). For `flow` and `identity` the whole
 propagator step is in the `copy` column. Wall times are noisy when other jobs share the CPU
-(on the 2-core development machine the same run varied by up to 40%), so each row is the fastest
-of `--repeat` runs, the usual estimate of what the code costs without interference.
+(on the 2-core development machine the same run varied by up to 40%), so every row is run in
+each of `--repeat` rounds and its fastest run shown, the usual estimate of what the code costs
+without interference; a slow spell then touches every row of a round alike.
 """
 
 from __future__ import annotations
@@ -202,13 +203,14 @@ def main(argv: list[str] | None = None) -> int:
                      for r in args.radii.split(",")]
         else:
             rows.append((method, propagation if method == "model" else None))
+    if args.device.startswith("cuda"):  # CUDA context, cuDNN plans, allocator: not timed
+        for label, settings in rows:
+            run(label.split()[0], source, mask, 3, settings, args.device)
+    # Rounds over all rows, so that a slow spell of the machine hits every row alike.
+    rounds = [[run(label.split()[0], source, mask, limit, settings, args.device)
+               for label, settings in rows] for _ in range(args.repeat)]
     ms = {}
-    for label, settings in rows:
-        method = label.split()[0]
-        if args.device.startswith("cuda"):  # CUDA context, cuDNN plans, allocator: not timed
-            run(method, source, mask, 3, settings, args.device)
-        runs = [run(method, source, mask, limit, settings, args.device)
-                for _ in range(args.repeat)]
+    for (label, _), runs in zip(rows, zip(*rounds, strict=True), strict=True):
         count, wall, seconds = min(runs, key=lambda r: r[1])
         cells = [seconds.get(c, 0.0) for c in STAGES]
         text = "".join(f"{1e3 * v / count:>11.1f}" if v else f"{'-':>11}" for v in cells)

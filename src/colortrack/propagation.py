@@ -211,11 +211,21 @@ class Context:
         """What `scores` returns: int32 for int8 keys, float32 otherwise."""
         return self._buffer.dtype
 
+    def prepare(self, queries: torch.Tensor) -> torch.Tensor:
+        """Queries (G, Q, D) as the window products take them, once per frame: in the keys'
+        dtype; for int8, divided by the keys' channel scales (so q.k keeps its ranking), then
+        scaled per location to +-127 (which leaves each location's ranking unchanged)."""
+        if self.scored.dtype != torch.int8:
+            return queries.to(self.scored.dtype)
+        queries = queries / self.scale
+        peak = queries.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(queries.dtype).tiny)
+        return queries.mul_(127 / peak).round_().to(torch.int8)
+
     def scores(self, queries: torch.Tensor, tiles: torch.Tensor) -> torch.Tensor:
-        """(G, Q, frames * size^2) products of each tile's queries (G, Q, D) with the keys of
-        its windows, copied one slice per tile (10x faster on CPUs than advanced indexing), in
-        `score_dtype`. Products are written into a buffer kept across calls: a fresh tensor
-        per call costs more in page faults than the products' conversion or copy."""
+        """(G, Q, frames * size^2) products of each tile's queries (G, Q, D), as `prepare`
+        gives them, with the keys of its windows, copied one slice per tile (10x faster on
+        CPUs than advanced indexing), in `score_dtype`. Products are written into a buffer kept
+        across calls: a fresh tensor per call costs more in page faults than their copy."""
         windows = self._windows(tiles.tolist())
         keys = torch.stack([self.scored[n, y, x] for n, y, x in windows]).flatten(1, 3)
         if self.exact is None:
@@ -225,14 +235,11 @@ class Context:
             self._buffer = self._buffer.new_empty(math.prod(shape))
         out = self._buffer[:math.prod(shape)].view(shape)
         if keys.dtype != torch.int8:
-            return out.copy_(torch.bmm(queries.to(keys.dtype), keys.transpose(1, 2)))
+            return out.copy_(torch.bmm(queries, keys.transpose(1, 2)))
         # int8 x int8 -> int32 (VNNI on x86): about 2x bf16's products, and the masking,
         # block maxima and top-k that follow run on integers without a conversion pass.
-        queries = queries / self.scale
-        peak = queries.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(queries.dtype).tiny)
-        small = queries.mul_(127 / peak).round_().to(torch.int8)
-        for i in range(len(small)):
-            torch._int_mm(small[i], keys[i].T, out=out[i])
+        for i in range(len(queries)):
+            torch._int_mm(queries[i], keys[i].T, out=out[i])
         return out
 
     def labels(self, tiles: torch.Tensor) -> torch.Tensor:
@@ -296,6 +303,7 @@ def propagate(query: torch.Tensor, context: Context, *, temperature: float, topk
     if n:
         biases, kind = window_bias(h, w, tile, float(context.radius), query.device,
                                    context.score_dtype)
+        prepared = context.prepare(queries)
     per_tile = tile * tile * (n * context.size**2 + (h * w if context.global_first else 0))
     budget = budget or BUDGET.get(query.device.type, BUDGET["cpu"])
     for tiles in todo.split(max(1, budget // per_tile)):
@@ -309,7 +317,7 @@ def propagate(query: torch.Tensor, context: Context, *, temperature: float, topk
                 top, index = fast_topk(scores, min(topk, scores.shape[-1]))
                 parts.append((top, _pick(first_values, index)))
         if n:
-            scores = context.scores(q, tiles)
+            scores = context.scores(prepared[tiles], tiles)
             scores.view(len(q), q.shape[1], n, -1).add_(biases[kind[tiles]])
             if topk is None:
                 parts.append((scores, context.labels(tiles)))

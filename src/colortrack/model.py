@@ -125,8 +125,11 @@ class Encoder(nn.Module):
         self.head = TemporalHead(self.trunk.out_channels, cfg)
 
     def features(self, lightness: torch.Tensor) -> torch.Tensor:
-        """Per-frame trunk features: (N, 1, H, W) -> (N, C, H/8, W/8)."""
-        return self.trunk(lightness / 50.0 - 1.0)
+        """Per-frame trunk features: (N, 1, H, W) -> (N, C, H/8, W/8). L is rescaled in its
+        own precision, then cast to the weights' (a bf16 copy of the model gets the same
+        input as autocast gives a float32 one)."""
+        weights = self.trunk.stem[0].weight.dtype
+        return self.trunk((lightness / 50.0 - 1.0).to(weights))
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         """Temporal head over trunk features: (B, T, C, h, w) -> (B, T, D, h, w)."""

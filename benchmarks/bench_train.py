@@ -13,7 +13,8 @@ and `paper` trains at its real batch (32). Data: `ClipDataset(...)[i]` on
 ../shared/data/train-videos with the preset's TrainConfig, in this process (training runs
 `workers` of these in parallel). Inference: trunk + one head step on a 480p frame with the
 encoder as tracking runs it (BatchNorm folded, channels-last), in fp32 and, where the CPU has
-native bfloat16, in bf16 autocast; its GFLOPs from `model.gflops_per_frame`. "% of peak" compares
+native bfloat16, as a bf16 copy (as `FrameEncoder` runs it); its GFLOPs from
+`model.gflops_per_frame`. "% of peak" compares
 achieved GFLOP/s with the best of 5 n x n matmuls of the same precision (n = 2048 on a CPU,
 8192 on a GPU; training: fp32 on a CPU, bf16 on a GPU).
 Timings are wall clock: noisy when other jobs share the CPU.
@@ -78,14 +79,13 @@ def matmul_gflops(dtype: torch.dtype = torch.float32, device: torch.device = CPU
 
 def inference(encoder: Encoder, repeats: int, dtype: torch.dtype, device: torch.device) -> float:
     """Seconds to embed one 480p frame (trunk + one head step) as tracking does, in `dtype`."""
-    fused = fused_for_inference(encoder).to(device)
+    fused = fused_for_inference(encoder).to(device, dtype)
     frame = (torch.rand(1, 1, 480, 856, device=device) * 100).contiguous(
         memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def step() -> None:
-        with torch.autocast(device.type, dtype, enabled=dtype != torch.float32):
-            fused.head.step(fused.features(frame), None)
+        fused.head.step(fused.features(frame), None)
 
     return best_seconds(step, repeats, budget=3.0, device=device)
 

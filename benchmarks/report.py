@@ -280,7 +280,7 @@ Tracking at 480p, ms per frame by stage, on the first 40 frames of DAVIS `dog`, 
 settings at the default radius (12 cells) and smaller ones (J&F of each in the table above). The
 timed path is `colortrack track`'s own (`track_to_dir`: palette PNGs and the overlay video); each
 row is the fastest of 3 runs. On this shared 2-core machine the default row ranged from 92 to
-120 ms (8.3–10.9 frames/s, 1.9–2.9× flow) over 13 invocations of such a command in one
+120 ms (8.3–10.9 frames/s, 1.9–2.9× flow) over 14 invocations of such a command in one
 afternoon, as other jobs came and went; without the overlay (for both methods) the model took
 2.4–2.8× flow's time.
 

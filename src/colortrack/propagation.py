@@ -116,10 +116,10 @@ class Context:
     laid out once rather than once for each of the `recent` targets it serves. Keys are stored
     in the `scoring` dtype of the window products (float32, bfloat16, or int8: products in
     int32) and, when that is not float32, in float32 too, to score the references that the
-    products picked. With every frame windowed, each frame also
-    keeps the range of its labels over each tile's window: a tile whose references all carry the
-    same label (background far from every object) gets that label without scoring. radius <= 0
-    searches every frame everywhere, without windows.
+    products picked. With every frame windowed, each frame also keeps the range of its labels
+    over each tile's window: a tile whose references all carry the same label (background far
+    from every object) gets that label without scoring. radius <= 0 searches every frame
+    everywhere, without windows.
     """
 
     @torch.inference_mode()
@@ -231,9 +231,10 @@ class Context:
         if self.exact is None:
             return torch.bmm(queries, keys.transpose(1, 2))
         shape = (*queries.shape[:2], keys.shape[1])
-        if self._buffer.numel() < math.prod(shape):
-            self._buffer = self._buffer.new_empty(math.prod(shape))
-        out = self._buffer[:math.prod(shape)].view(shape)
+        size = math.prod(shape)
+        if self._buffer.numel() < size:
+            self._buffer = self._buffer.new_empty(size)
+        out = self._buffer[:size].view(shape)
         if keys.dtype != torch.int8:
             return out.copy_(torch.bmm(queries, keys.transpose(1, 2)))
         # int8 x int8 -> int32 (VNNI on x86): about 2x bf16's products, and the masking,

@@ -1,7 +1,7 @@
 """The copy step alone (`propagation.propagate`) at 480p, by radius, tile size and chunk budget.
 
     python benchmarks/bench_copy.py                         # DAVIS `dog`, 20 frames
-    python benchmarks/bench_copy.py --radius 8,12 --tile 4,8,16 --budget 262144,1048576
+    python benchmarks/bench_copy.py --radius 8,12 --tile 4x10,8x8,4 --budget 262144,1048576
     python benchmarks/bench_copy.py --set global_first=true --radius 12
 
 The shipped model tracks the first frames of a DAVIS sequence with each setting; every call of
@@ -30,12 +30,13 @@ import colortrack.propagation as propagation
 from colortrack.config import PropagationConfig, override
 from colortrack.davis import DavisDataset
 from colortrack.metrics import VOID_ID
+from colortrack.propagation import Tile, as_tile
 
 ROOT = Path(__file__).resolve().parents[1]
 DAVIS = ROOT.parent / "shared" / "data" / "davis2016-dev"
 
 
-def measure(frames: list[np.ndarray], first: np.ndarray, cfg: PropagationConfig, tile: int,
+def measure(frames: list[np.ndarray], first: np.ndarray, cfg: PropagationConfig, tile: Tile,
             budget: int, repeat: int, device: str = "cpu") -> tuple[float, float]:
     """(mean over frames of the median ms of one copy, share of tiles skipped)."""
     times: list[float] = []
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequence", default="dog")
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--radius", default="8,12", help="comma-separated radii (cells)")
-    parser.add_argument("--tile", default="4,8,16", help="comma-separated tile sizes")
+    parser.add_argument("--tile", default="4x10,8x8", help="comma-separated tile sizes: "
+                        "ROWSxCOLUMNS, or one side for a square")
     parser.add_argument("--budget", default=str(1 << 20), help="comma-separated scores/chunk")
     parser.add_argument("--repeat", type=int, default=3, help="calls per frame (median kept)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     base = override(PropagationConfig(), args.set)
     h, w = ids.shape
     if args.device.startswith("cuda"):  # CUDA context and allocator: not timed
-        measure(frames[:3], first, base, 8, 1 << 20, 1, args.device)
+        measure(frames[:3], first, base, propagation.TILE, 1 << 20, 1, args.device)
     print(f"DAVIS {args.sequence}, {w}x{h}, {len(frames)} frames, device {args.device}, "
           f"{torch.get_num_threads()} torch threads, median of {args.repeat} calls per frame; "
           f"{base}")
@@ -99,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
                              args.budget.split(","))
     for radius, tile, budget in grid:
         cfg = override(base, [f"radius={radius}"])
-        ms, skipped = measure(frames, first, cfg, int(tile), int(budget), args.repeat,
-                              args.device)
+        shape = tuple(int(side) for side in tile.split("x"))
+        ms, skipped = measure(frames, first, cfg, as_tile(shape if len(shape) == 2 else shape[0]),
+                              int(budget), args.repeat, args.device)
         print(f"{radius:>6}{tile:>6}{budget:>10}{ms:>15.1f}{100 * skipped:>14.0f}%", flush=True)
     return 0
 

@@ -49,12 +49,13 @@ def context_of(memory, recent, radius, global_first, tile=4, scoring=torch.float
 @pytest.mark.parametrize("radius,global_first,topk,frames", [
     (3, True, 5, 3), (2.5, False, 4, 3), (0, True, 7, 3), (4, True, None, 3), (3, True, 5, 1),
     (3, False, 5, 1), (3, False, None, 3), (0, True, None, 2), (1, False, 9, 3)])
-def test_propagate_matches_naive(radius, global_first, topk, frames):
+@pytest.mark.parametrize("tile", [4, (2, 3), (3, 5)])
+def test_propagate_matches_naive(radius, global_first, topk, frames, tile):
     torch.manual_seed(0)
     h, w = 11, 13  # not multiples of the tile: padding must be invisible
     memory = [(torch.randn(6, h, w), torch.rand(3, h, w)) for _ in range(frames)]
     query = torch.randn(6, h, w)
-    context = context_of(memory, frames - 1, radius, global_first)
+    context = context_of(memory, frames - 1, radius, global_first, tile)
     fast = propagate(query, context, temperature=0.5, topk=topk, budget=500)
     slow = naive_propagate(query, memory, 0.5, topk, radius, global_first)
     assert torch.allclose(fast, slow, atol=1e-5)
@@ -143,9 +144,10 @@ def test_copy_soft_is_a_weighted_average_of_values():
     assert torch.allclose(equal.sum(-1), torch.ones(1, 1))
 
 
-def test_tiles_round_trip():
+@pytest.mark.parametrize("tile", [4, (2, 5), (3, 1)])
+def test_tiles_round_trip(tile):
     x = torch.randn(5, 9, 14)
-    assert torch.equal(untile(tile_queries(x, 4), 4, 9, 14), x)
+    assert torch.equal(untile(tile_queries(x, tile), tile, 9, 14), x)
 
 
 @pytest.mark.parametrize("n,k", [(4096, 10), (96, 10), (130, 5), (64, 10)])

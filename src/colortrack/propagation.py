@@ -53,58 +53,83 @@ def _pick(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 # --- Local windows for tracking -------------------------------------------------------------
-# Queries are cut into square tiles of `tile` x `tile` cells; each tile scores the window of
-# (tile + 2r)^2 cells around it in every windowed context frame, so cost grows with r^2, not
-# with h*w. Products outside a query's radius are wasted: (tile + 2r)^2 / (pi r^2) of them.
-# tile 8 beat 4 and 16 at radius 6-12 at 480p (benchmarks/bench_copy.py).
+# Queries are cut into tiles of th x tw cells (`tile`); each tile scores one window around it
+# in every windowed context frame: th + 2e rows by tw + 2e columns, where e = `reach(radius)`,
+# the columns rounded up to a multiple of 8 so that rows of scores split into whole blocks for
+# `fast_topk` (the extra columns are out of reach). Cost grows with r^2, not with h*w. Products
+# outside a query's radius are wasted, window / (pi r^2) of them: small tiles waste less, large
+# ones amortize each call. At radius 12 a 4 x 10 tile scores 26 x 32 cells per frame against
+# 8 x 8's 30 x 32; paired per frame on DAVIS dog, camel and parkour (40 frames each), its copy
+# step took 0.77-0.88x the time of 8 x 8's former 32 x 32 windows (8 x 8 now: 0.93).
+Tile = tuple[int, int]
+TILE: Tile = (4, 10)
 
 
-def tile_queries(x: torch.Tensor, tile: int) -> torch.Tensor:
-    """(C, h, w) -> (G, tile*tile, C): non-overlapping tiles (zero padded to whole tiles)."""
-    c, h, w = x.shape
-    x = F.pad(x, (0, -w % tile, 0, -h % tile))
-    cols = F.unfold(x.unsqueeze(0), tile, stride=tile)  # (1, C*t*t, G)
-    return cols.view(c, tile * tile, -1).permute(2, 1, 0).contiguous()
+def reach(radius: float) -> int:
+    """The farthest offset, in cells along a row or column, within `radius` (references count
+    at distances below the radius, as in CRW): 11 for radius 12."""
+    return max(0, math.ceil(radius) - 1)
 
 
-def untile(tiles: torch.Tensor, tile: int, h: int, w: int) -> torch.Tensor:
-    """Inverse of `tile_queries`: (G, tile*tile, C) -> (C, h, w)."""
-    ph, pw = h + (-h % tile), w + (-w % tile)
+def as_tile(tile: int | Tile) -> Tile:
+    """(rows, columns) of a tile given as one side or as both."""
+    return (tile, tile) if isinstance(tile, int) else (int(tile[0]), int(tile[1]))
+
+
+def window_shape(tile: Tile, radius: float) -> tuple[int, int]:
+    """Rows and columns of the window that a tile scores in each context frame."""
+    e = reach(radius)
+    return tile[0] + 2 * e, -(-(tile[1] + 2 * e) // 8) * 8
+
+
+def tile_queries(x: torch.Tensor, tile: int | Tile) -> torch.Tensor:
+    """(C, h, w) -> (G, th*tw, C): non-overlapping tiles (zero padded to whole tiles)."""
+    (th, tw), (c, h, w) = as_tile(tile), x.shape
+    x = F.pad(x, (0, -w % tw, 0, -h % th))
+    cols = F.unfold(x.unsqueeze(0), (th, tw), stride=(th, tw))  # (1, C*th*tw, G)
+    return cols.view(c, th * tw, -1).permute(2, 1, 0).contiguous()
+
+
+def untile(tiles: torch.Tensor, tile: int | Tile, h: int, w: int) -> torch.Tensor:
+    """Inverse of `tile_queries`: (G, th*tw, C) -> (C, h, w)."""
+    th, tw = as_tile(tile)
     c = tiles.shape[-1]
-    cols = tiles.permute(2, 1, 0).reshape(1, c * tile * tile, -1)
-    return F.fold(cols, (ph, pw), tile, stride=tile)[0, :, :h, :w]
+    cols = tiles.permute(2, 1, 0).reshape(1, c * th * tw, -1)
+    size = (h + (-h % th), w + (-w % tw))
+    return F.fold(cols, size, (th, tw), stride=(th, tw))[0, :, :h, :w]
 
 
 @functools.lru_cache(maxsize=8)
-def window_bias(h: int, w: int, tile: int, radius: float, device: torch.device,
+def window_bias(h: int, w: int, tile: Tile, radius: float, device: torch.device,
                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores to add to the (tile+2r)^2 windows so that keys out of reach never count: 0 within
-    reach, _FAR beyond (adding runs 20x faster on CPUs than a broadcast masked_fill). `dtype`
-    is the scores': float32, or int32 for int8 products (_FAR is exact there, and far below
-    any product of two int8 vectors of up to 4,096 dimensions: 127^2 * 4096 = 6.6e7).
+    """Scores to add to the windows so that keys out of reach never count: 0 within reach,
+    _FAR beyond (adding runs 20x faster on CPUs than a broadcast masked_fill). `dtype` is the
+    scores': float32, or int32 for int8 products (_FAR is exact there, and far below any
+    product of two int8 vectors of up to 4,096 dimensions: 127^2 * 4096 = 6.6e7).
 
     A window's bias depends only on which of its rows and columns fall outside the image, so
     there are a few kinds (inner tiles, each border): returns the biases of the kinds,
-    (K, t*t, 1, S*S), and each tile's kind, (G,). Memory does not grow with the image."""
-    r = int(radius)
-    size = tile + 2 * r
-    qy, qx = torch.meshgrid(torch.arange(tile), torch.arange(tile), indexing="ij")
-    ky, kx = torch.meshgrid(torch.arange(size) - r, torch.arange(size) - r, indexing="ij")
+    (K, th*tw, 1, rows*cols), and each tile's kind, (G,). Memory does not grow with the image."""
+    (th, tw), e = tile, reach(radius)
+    rows, cols = window_shape(tile, radius)
+    qy, qx = torch.meshgrid(torch.arange(th), torch.arange(tw), indexing="ij")
+    ky, kx = torch.meshgrid(torch.arange(rows) - e, torch.arange(cols) - e, indexing="ij")
     far = ((ky.reshape(1, -1) - qy.reshape(-1, 1)) ** 2
            + (kx.reshape(1, -1) - qx.reshape(-1, 1)) ** 2).float() >= radius**2
-    circle = torch.zeros(far.shape).masked_fill_(far, _FAR).view(tile * tile, 1, size, size)
+    circle = torch.zeros(far.shape).masked_fill_(far, _FAR).view(th * tw, 1, rows, cols)
 
-    def outside(length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per tile along one axis, which of its S window cells are outside: kinds and ids."""
-        cells = torch.arange(0, length + (-length % tile), tile).unsqueeze(1) + ky[:, 0]
+    def outside(length: int, step: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per tile along one axis, which of its window's cells are outside: kinds and ids."""
+        cells = torch.arange(0, length + (-length % step), step).unsqueeze(1)
+        cells = cells + torch.arange(size) - e
         kinds, ids = torch.unique((cells < 0) | (cells >= length), dim=0, return_inverse=True)
         return torch.zeros(kinds.shape).masked_fill_(kinds, _FAR), ids
 
-    rows, row_ids = outside(h)
-    cols, col_ids = outside(w)
-    edges = rows[:, None, :, None] + cols[None, :, None, :]  # (rows kinds, cols kinds, S, S)
-    biases = (circle + edges.reshape(-1, 1, 1, size, size)).flatten(-2)
-    kind = row_ids[:, None] * len(cols) + col_ids[None, :]  # (Gy, Gx)
+    row_bias, row_ids = outside(h, th, rows)
+    col_bias, col_ids = outside(w, tw, cols)
+    edges = row_bias[:, None, :, None] + col_bias[None, :, None, :]  # (row kinds, col kinds, ..)
+    biases = (circle + edges.reshape(-1, 1, 1, rows, cols)).flatten(-2).clamp_(min=_FAR)
+    kind = row_ids[:, None] * len(col_bias) + col_ids[None, :]  # (Gy, Gx)
     return biases.to(device, dtype), kind.flatten().to(device)
 
 
@@ -112,7 +137,7 @@ class Context:
     """What tracking copies from: the first frame and a ring of the last `recent` predictions.
 
     Windowed frames (the recent ones; the first too unless `global_first`) are stored once,
-    zero-padded by the radius and channels-last, in the layout the windows read, so a frame is
+    zero-padded by the reach and channels-last, in the layout the windows read, so a frame is
     laid out once rather than once for each of the `recent` targets it serves. Keys are stored
     in the `scoring` dtype of the window products (float32, bfloat16, or int8: products in
     int32) and, when that is not float32, in float32 too, to score the references that the
@@ -124,19 +149,22 @@ class Context:
 
     @torch.inference_mode()
     def __init__(self, keys: torch.Tensor, labels: torch.Tensor, *, recent: int, radius: float,
-                 global_first: bool = True, tile: int = 8,
+                 global_first: bool = True, tile: int | Tile = TILE,
                  scoring: torch.dtype = torch.float32) -> None:
         d, self.h, self.w = keys.shape
-        self.radius, self.tile, self.recent = radius, tile, recent
+        self.radius, self.tile, self.recent = radius, as_tile(tile), recent
         self.global_first = global_first or radius <= 0
         self.first = (keys.flatten(1).T, labels.flatten(1).T)  # (hw, D), (hw, C)
         self.dense: collections.deque = collections.deque(maxlen=recent)
         if radius <= 0:
             return
-        r, c = int(radius), labels.shape[0]
+        (th, tw), c = self.tile, labels.shape[0]
         slots = recent + (0 if self.global_first else 1)
-        self.size = tile + 2 * r  # window side
-        hp, wp = self.h + 2 * r + (-self.h % tile), self.w + 2 * r + (-self.w % tile)
+        self.rows, self.cols = window_shape(self.tile, radius)
+        # Padded by the reach above and left; below and right, far enough for the last tile's
+        # window (the columns' rounding included).
+        self.gy, self.gx = -(-self.h // th), -(-self.w // tw)
+        hp, wp = (self.gy - 1) * th + self.rows, (self.gx - 1) * tw + self.cols
         self.scored = keys.new_zeros(slots, hp, wp, d, dtype=scoring)
         self.exact = None if scoring == torch.float32 else keys.new_zeros(slots, hp, wp, d)
         # Lower-precision keys are stored minus the first frame's mean key: q.(k - m) ranks keys
@@ -156,16 +184,15 @@ class Context:
         self._buffer = keys.new_empty(0, dtype=torch.int32 if scoring == torch.int8
                                       else torch.float32)  # scores, reused (see `scores`)
         self.values = labels.new_zeros(slots, hp, wp, c)
-        self.gy, self.gx = -(-self.h // tile), -(-self.w // tile)
         self.high = labels.new_empty(slots, c, self.gy, self.gx)
         self.low = labels.new_empty(slots, c, self.gy, self.gx)
         # Row of window cell (frame, y, x) of tile (ty, tx) in the flattened (slots, hp, wp):
         # the tile's corner + the cell's offset.
-        cell = torch.arange(self.size, device=keys.device)
+        rows, cols = (torch.arange(n, device=keys.device) for n in (self.rows, self.cols))
         self.offsets = (torch.arange(slots, device=keys.device).view(-1, 1, 1) * hp * wp
-                        + cell.view(-1, 1) * wp + cell).flatten()
-        self.corners = ((torch.arange(self.gy, device=keys.device).view(-1, 1) * wp
-                         + torch.arange(self.gx, device=keys.device)) * tile).flatten()
+                        + rows.view(-1, 1) * wp + cols).flatten()
+        self.corners = (torch.arange(self.gy, device=keys.device).view(-1, 1) * th * wp
+                        + torch.arange(self.gx, device=keys.device) * tw).flatten()
         self.count = 0  # frames appended so far
         if not self.global_first:
             self._store(0, keys, labels)
@@ -188,7 +215,7 @@ class Context:
         self.count += 1
 
     def _store(self, slot: int, keys: torch.Tensor, labels: torch.Tensor) -> None:
-        r, t, h, w = int(self.radius), self.tile, self.h, self.w
+        r, (th, tw), h, w = reach(self.radius), self.tile, self.h, self.w
         centred = (keys - self.center.view(-1, 1, 1)).permute(1, 2, 0)
         if self.scored.dtype == torch.int8:
             centred = centred.mul(self.scale).round_().clamp_(-127, 127)
@@ -196,15 +223,15 @@ class Context:
         if self.exact is not None:
             self.exact[slot, r:r + h, r:r + w] = keys.permute(1, 2, 0)
         self.values[slot, r:r + h, r:r + w] = labels.permute(1, 2, 0)
-        pad = (r, r + (-w % t), r, r + (-h % t))
-        self.high[slot] = F.max_pool2d(F.pad(labels, pad, value=-torch.inf), t + 2 * r, t)
-        self.low[slot] = -F.max_pool2d(F.pad(-labels, pad, value=-torch.inf), t + 2 * r, t)
+        pad, reached = (r, r + (-w % tw), r, r + (-h % th)), (th + 2 * r, tw + 2 * r)
+        self.high[slot] = F.max_pool2d(F.pad(labels, pad, value=-torch.inf), reached, self.tile)
+        self.low[slot] = -F.max_pool2d(F.pad(-labels, pad, value=-torch.inf), reached, self.tile)
 
     def _windows(self, tiles: list[int]) -> list[tuple[slice, slice, slice]]:
         """(frames, rows, columns) of each tile's windows in the padded buffers."""
-        t, s = self.tile, self.size
-        return [(slice(0, self.windowed), slice(i // self.gx * t, i // self.gx * t + s),
-                 slice(i % self.gx * t, i % self.gx * t + s)) for i in tiles]
+        (th, tw), rows, cols = self.tile, self.rows, self.cols
+        return [(slice(0, self.windowed), slice(i // self.gx * th, i // self.gx * th + rows),
+                 slice(i % self.gx * tw, i % self.gx * tw + cols)) for i in tiles]
 
     @property
     def score_dtype(self) -> torch.dtype:
@@ -222,7 +249,7 @@ class Context:
         return queries.mul_(127 / peak).round_().to(torch.int8)
 
     def scores(self, queries: torch.Tensor, tiles: torch.Tensor) -> torch.Tensor:
-        """(G, Q, frames * size^2) products of each tile's queries (G, Q, D), as `prepare`
+        """(G, Q, frames * rows * cols) products of each tile's queries (G, Q, D), as `prepare`
         gives them, with the keys of its windows, copied one slice per tile (10x faster on
         CPUs than advanced indexing), in `score_dtype`. Products are written into a buffer kept
         across calls: a fresh tensor per call costs more in page faults than their copy."""
@@ -244,7 +271,8 @@ class Context:
         return out
 
     def labels(self, tiles: torch.Tensor) -> torch.Tensor:
-        """(G, frames * size^2, C): the labels of each tile's windows (to copy without top-k)."""
+        """(G, frames * rows * cols, C): the labels of each tile's windows (to copy without
+        top-k)."""
         windows = self._windows(tiles.tolist())
         return torch.stack([self.values[n, y, x] for n, y, x in windows]).flatten(1, 3)
 
@@ -260,7 +288,7 @@ class Context:
             return top, labels
         keys = self.exact.view(-1, self.exact.shape[-1]).index_select(0, rows)
         keys = keys.view(*index.shape, -1)  # (G, Q, k, D)
-        exact = torch.einsum("gqd,gqkd->gqk", queries.float(), keys)
+        exact = torch.matmul(keys, queries.unsqueeze(-1)).squeeze(-1)
         return exact.masked_fill_(top <= _FAR / 2, _FAR), labels
 
     def constant_tiles(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -294,21 +322,26 @@ def propagate(query: torch.Tensor, context: Context, *, temperature: float, topk
     if topk is None and context.exact is not None:
         raise ValueError("scoring below float32 only chooses the top-k: pass topk, or build the "
                          "Context with scoring=torch.float32")
-    queries = tile_queries(query, tile)  # (G, t*t, D)
-    out = queries.new_empty(len(queries), tile * tile, first_values.shape[1])
+    queries = tile_queries(query, tile)  # (G, th*tw, D)
+    out = queries.new_empty(len(queries), tile[0] * tile[1], first_values.shape[1])
     todo = torch.arange(len(queries), device=query.device)
     if not context.global_first:  # else every query sees the whole first frame, never constant
         constant, label = context.constant_tiles()
         out[constant] = label[constant].unsqueeze(1)
         todo = todo[~constant]
+    # The tiles left, gathered once in the order the chunks take them (a chunk's are a view).
+    queries = queries[todo]
     if n:
         biases, kind = window_bias(h, w, tile, float(context.radius), query.device,
                                    context.score_dtype)
-        prepared = context.prepare(queries)
-    per_tile = tile * tile * (n * context.size**2 + (h * w if context.global_first else 0))
+        prepared, kind = context.prepare(queries), kind[todo]
+    cells = n * context.rows * context.cols if n else 0
+    per_tile = tile[0] * tile[1] * (cells + (h * w if context.global_first else 0))
     budget = budget or BUDGET.get(query.device.type, BUDGET["cpu"])
-    for tiles in todo.split(max(1, budget // per_tile)):
-        q = queries[tiles]
+    step, copied = max(1, budget // per_tile), []
+    for start in range(0, len(todo), step):
+        chunk = slice(start, start + step)
+        tiles, q = todo[chunk], queries[chunk]
         parts = []  # without top-k: (scores, labels); with: the k best (scores, labels) of each
         if context.global_first:
             scores = dense_affinity(q, first_keys[None])
@@ -318,23 +351,26 @@ def propagate(query: torch.Tensor, context: Context, *, temperature: float, topk
                 top, index = fast_topk(scores, min(topk, scores.shape[-1]))
                 parts.append((top, _pick(first_values, index)))
         if n:
-            scores = context.scores(prepared[tiles], tiles)
-            scores.view(len(q), q.shape[1], n, -1).add_(biases[kind[tiles]])
+            scores = context.scores(prepared[chunk], tiles)
+            scores.view(len(q), q.shape[1], n, -1).add_(biases[kind[chunk]])
             if topk is None:
                 parts.append((scores, context.labels(tiles)))
             else:
                 top, index = fast_topk(scores, min(topk, scores.shape[-1]))
                 parts.append(context.pick(q, tiles, top, index))
-        out[tiles] = _copy_parts(parts, temperature, topk)
+        copied.append(_copy_parts(parts, temperature, topk))
+    if copied:
+        out[todo] = torch.cat(copied)
     return untile(out, tile, h, w)
 
 
 def fast_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`scores.topk(k)` over the last axis, about 2x faster on the long rows of tracking.
 
-    The rows are cut into blocks of b (a power of two up to 64 that divides them); the k best
-    scores lie in the k blocks with the best maxima (a block holding one of them has a max at
-    least as large), so only those k*b candidates are ranked, after one cheap max pass.
+    The rows are cut into blocks of b (a power of two up to 64 that divides them; 3x faster
+    maxima than 60); the k best scores lie in the k blocks with the best maxima (a block holding
+    one of them has a max at least as large), so only those k*b candidates are ranked, after
+    one cheap max pass.
     """
     n = scores.shape[-1]
     block = next((b for b in (64, 32, 16) if n % b == 0 and n // b >= k), 0)
@@ -364,8 +400,10 @@ def _copy_parts(parts: list[tuple[torch.Tensor, torch.Tensor]], temperature: flo
         weights = torch.softmax(totals, dim=0).unsqueeze(-1)
         return sum(wt * copy_soft(s, v if v.dim() == 3 else v[None])
                    for wt, s, (_, v) in zip(weights, scores, parts, strict=True))
-    top = torch.cat([t for t, _ in parts], dim=-1)
-    values = torch.cat([v for _, v in parts], dim=2)
-    g, q, k, c = values.shape
-    out = copy_soft(top.view(g * q, 1, k) / temperature, values.view(g * q, k, c), topk)
-    return out.view(g, q, c)
+    top = torch.cat([t for t, _ in parts], dim=-1) if len(parts) > 1 else parts[0][0]
+    values = torch.cat([v for _, v in parts], dim=2) if len(parts) > 1 else parts[0][1]
+    if top.shape[-1] > topk:
+        top, index = top.topk(topk, dim=-1)
+        values = values.gather(2, index.unsqueeze(-1).expand(*index.shape, values.shape[-1]))
+    weights = torch.softmax(top / temperature, dim=-1)
+    return torch.matmul(weights.unsqueeze(-2), values).squeeze(-2)

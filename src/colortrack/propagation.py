@@ -83,20 +83,21 @@ def window_shape(tile: Tile, radius: float) -> tuple[int, int]:
 
 
 def tile_queries(x: torch.Tensor, tile: int | Tile) -> torch.Tensor:
-    """(C, h, w) -> (G, th*tw, C): non-overlapping tiles (zero padded to whole tiles)."""
+    """(C, h, w) -> (G, th*tw, C): non-overlapping tiles (zero padded to whole tiles), in
+    row-major order of tiles and of cells within a tile."""
     (th, tw), (c, h, w) = as_tile(tile), x.shape
     x = F.pad(x, (0, -w % tw, 0, -h % th))
-    cols = F.unfold(x.unsqueeze(0), (th, tw), stride=(th, tw))  # (1, C*th*tw, G)
-    return cols.view(c, th * tw, -1).permute(2, 1, 0).contiguous()
+    gy, gx = x.shape[1] // th, x.shape[2] // tw
+    x = x.view(c, gy, th, gx, tw).permute(1, 3, 2, 4, 0)  # (gy, gx, th, tw, C)
+    return x.reshape(gy * gx, th * tw, c)
 
 
 def untile(tiles: torch.Tensor, tile: int | Tile, h: int, w: int) -> torch.Tensor:
     """Inverse of `tile_queries`: (G, th*tw, C) -> (C, h, w)."""
     th, tw = as_tile(tile)
-    c = tiles.shape[-1]
-    cols = tiles.permute(2, 1, 0).reshape(1, c * th * tw, -1)
-    size = (h + (-h % th), w + (-w % tw))
-    return F.fold(cols, size, (th, tw), stride=(th, tw))[0, :, :h, :w]
+    gy, gx, c = -(-h // th), -(-w // tw), tiles.shape[-1]
+    x = tiles.view(gy, gx, th, tw, c).permute(4, 0, 2, 1, 3)  # (C, gy, th, gx, tw)
+    return x.reshape(c, gy * th, gx * tw)[:, :h, :w]
 
 
 @functools.lru_cache(maxsize=8)

@@ -160,6 +160,9 @@ overlay moved to x264's `veryfast` preset and `bench_tracking` began timing the 
 ```
 {log.read_text().strip()}
 ```
+
+The copy step's 4×10 tiles (8×8 before) came after this check: no GPU was lent since, so the
+tables in this section are 8×8's and the new tiles have not run on CUDA.
 """
 
 
@@ -279,10 +282,10 @@ joints (`colortrack bench badja`):
 Tracking at 480p, ms per frame by stage, on the first 40 frames of DAVIS `dog`, with the default
 settings at the default radius (12 cells) and smaller ones (J&F of each in the table above). The
 timed path is `colortrack track`'s own (`track_to_dir`: palette PNGs and the overlay video); each
-row is the fastest of 3 runs. On this shared 2-core machine the default row ranged from 92 to
-120 ms (8.3–10.9 frames/s, 1.9–2.9× flow) over 14 invocations of such a command in one
-afternoon, as other jobs came and went; without the overlay (for both methods) the model took
-2.4–2.8× flow's time.
+row is the fastest of 3 runs. On this shared 2-core machine the default row ranged from 87 to
+98 ms (10.2–11.6 frames/s, 2.0–2.3× flow) over 12 invocations of such a command in one morning,
+as other jobs came and went (92–120 ms before the copy step's 4×10 tiles); without the overlay
+(for both methods) the model took 2.3–2.8× flow's time.
 
 {speed}
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from colortrack.propagation import (
+    CONSTANT,
     Context,
     copy_soft,
     fast_topk,
@@ -87,6 +88,26 @@ def test_tiles_whose_references_agree_are_copied_without_scoring():
     assert 0 < int(constant.sum()) < len(constant)
     fast = propagate(query, context, temperature=0.3, topk=3)
     assert torch.allclose(fast, naive_propagate(query, memory, 0.3, 3, 2, False), atol=1e-5)
+
+
+def test_tiles_whose_labels_agree_to_the_tolerance_get_their_midpoint():
+    torch.manual_seed(7)
+    h, w = 20, 24
+    labels = torch.zeros(2, h, w)
+    labels[0] = 1.0
+    labels[:, :4, :5] = torch.tensor([0.3, 0.7]).view(2, 1, 1)
+    memory = []
+    for _ in range(3):  # soft labels that differ by less than CONSTANT away from the object
+        drift = 0.9 * CONSTANT * torch.rand(1, h, w)
+        memory.append((torch.randn(4, h, w), labels + torch.cat([-drift, drift])))
+    query = torch.randn(4, h, w)
+    context = context_of(memory, 2, 2, False)
+    constant, _ = context.constant_tiles()
+    assert 0 < int(constant.sum()) < len(constant)
+    fast = propagate(query, context, temperature=0.3, topk=3)
+    slow = naive_propagate(query, memory, 0.3, 3, 2, False)
+    assert (fast - slow).abs().max() <= CONSTANT / 2
+    assert not torch.allclose(fast, slow, atol=1e-5)  # the skipped tiles did not score
 
 
 @pytest.mark.parametrize("scoring", [torch.bfloat16, torch.int8])

@@ -344,7 +344,7 @@ def propagate(query: torch.Tensor, context: Context, *, temperature: float, topk
         biases, kind = window_bias(h, w, tile, float(context.radius), query.device,
                                    context.score_dtype)
         prepared, kind = context.prepare(queries), kind[todo]
-    cells = n * context.rows * context.cols if n else 0
+    cells = n * context.rows * context.cols
     per_tile = tile[0] * tile[1] * (cells + (h * w if context.global_first else 0))
     budget = budget or BUDGET.get(query.device.type, BUDGET["cpu"])
     step, copied = max(1, budget // per_tile), []
@@ -411,8 +411,6 @@ def _copy_parts(parts: list[tuple[torch.Tensor, torch.Tensor]], temperature: flo
                    for wt, s, (_, v) in zip(weights, scores, parts, strict=True))
     top = torch.cat([t for t, _ in parts], dim=-1) if len(parts) > 1 else parts[0][0]
     values = torch.cat([v for _, v in parts], dim=2) if len(parts) > 1 else parts[0][1]
-    if top.shape[-1] > topk:
-        top, index = top.topk(topk, dim=-1)
-        values = values.gather(2, index.unsqueeze(-1).expand(*index.shape, values.shape[-1]))
-    weights = torch.softmax(top / temperature, dim=-1)
-    return torch.matmul(weights.unsqueeze(-2), values).squeeze(-2)
+    g, q, k, c = values.shape
+    out = copy_soft(top.reshape(g * q, 1, k) / temperature, values.reshape(g * q, k, c), topk)
+    return out.view(g, q, c)

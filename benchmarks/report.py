@@ -282,11 +282,11 @@ joints (`colortrack bench badja`):
 Tracking at 480p, ms per frame by stage, on the first 40 frames of DAVIS `dog`, with the default
 settings at the default radius (12 cells) and smaller ones (J&F of each in the table above). The
 timed path is `colortrack track`'s own (`track_to_dir`: palette PNGs and the overlay video); each
-row is the fastest of 3 runs. On this shared 2-core machine the default row ranged from 86 to
-108 ms (9.3–11.6 frames/s, 1.95–2.19× flow) over 7 invocations of such a command with the
-current code, as other jobs came and went (flow itself took 42–51 ms); 87–98 ms over 12 before
-the tolerance on constant tiles, and 92–120 ms before the copy step's 4×10 tiles. Without the
-overlay (for both methods) the model took 2.3–2.6× flow's time in those 7 runs.
+row is the fastest of 3 runs. On this shared 2-core machine the default row ranged from 77 to
+92 ms (10.9–13.0 frames/s, 1.71–1.89× flow) over 6 invocations of such a command with the
+native copy kernel, as other jobs came and went (flow itself took 43–50 ms); 86–108 ms (1.95–2.19×
+flow) over 7 before it. Without the overlay (for both methods) the model took 2.0–2.2× flow's
+time in those 6 runs (2.3–2.6× before the kernel).
 
 {speed}
 

@@ -71,12 +71,12 @@ static inline void insert(int32_t *top, int64_t *index, int k, int32_t value, in
 /* The k-th best of the block maxima: a floor under the k-th best score. */
 static int32_t floor_of(const int32_t *blockmax, int64_t blocks, int k) {
     int32_t best[MAXK];
-    int64_t unused[MAXK];
+    int64_t which[MAXK];
     for (int i = 0; i < k; i++) {
         best[i] = INT32_MIN;
-        unused[i] = INT64_MAX;
+        which[i] = INT64_MAX;
     }
-    for (int64_t j = 0; j < blocks; j++) insert(best, unused, k, blockmax[j], j);
+    for (int64_t j = 0; j < blocks; j++) insert(best, which, k, blockmax[j], j);
     return best[k - 1];
 }
 

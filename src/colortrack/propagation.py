@@ -15,7 +15,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-try:  # the fused copy kernel, where setup.py found a C compiler; else the same in PyTorch
+# The fused copy kernel, where setup.py found a C compiler; else the same in PyTorch. Imported
+# after torch, so that an OpenMP build shares the OpenMP runtime PyTorch loaded (see setup.py).
+try:
     from colortrack import _window as native
 except ImportError:
     native = None

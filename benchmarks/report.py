@@ -282,11 +282,13 @@ joints (`colortrack bench badja`):
 Tracking at 480p, ms per frame by stage, on the first 40 frames of DAVIS `dog`, with the default
 settings at the default radius (12 cells) and smaller ones (J&F of each in the table above). The
 timed path is `colortrack track`'s own (`track_to_dir`: palette PNGs and the overlay video); each
-row is the fastest of 3 runs. On this shared 2-core machine the default row ranged from 77 to
-92 ms (10.9–13.0 frames/s, 1.71–1.89× flow) over 6 invocations of such a command with the
-native copy kernel, as other jobs came and went (flow itself took 43–50 ms); 86–108 ms (1.95–2.19×
-flow) over 7 before it. Without the overlay (for both methods) the model took 2.0–2.2× flow's
-time in those 6 runs (2.3–2.6× before the kernel).
+row is the fastest of 3 runs. On this shared 2-core machine the default row ranged from 67 to
+79 ms (12.7–15.0 frames/s, 1.58–1.85× flow) over 9 invocations of such a command with the
+current code, as other jobs came and went (flow itself took 41–44 ms); 77–92 ms (1.71–1.89×
+flow) over 6 with the C kernel on one thread, and 86–108 ms (1.95–2.19× flow) over 7 before the
+kernel. Without the overlay (for both methods) the model took 1.85–2.10× flow's time in the 4 of
+those 9 runs where both overlays were read (2.0–2.2× with the kernel on one thread, 2.3–2.6×
+before it).
 
 {speed}
 

@@ -68,6 +68,17 @@ static inline void insert(int32_t *top, int64_t *index, int k, int32_t value, in
     index[p] = at;
 }
 
+/* The position of the lowest set bit of x (x > 0). */
+static inline int lowest_bit(uint32_t x) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_ctz(x);
+#else
+    int n = 0;
+    for (; !(x & 1u); x >>= 1) n++;
+    return n;
+#endif
+}
+
 /* The k-th best of the block maxima: a floor under the k-th best score. */
 static int32_t floor_of(const int32_t *blockmax, int64_t blocks, int k) {
     int32_t best[MAXK];
@@ -98,7 +109,7 @@ static int32_t floor_of(const int32_t *blockmax, int64_t blocks, int k) {
             uint32_t hit;                                                                    \
             HITS(f, j);                                                                      \
             while (hit) {                                                                    \
-                int l = __builtin_ctz(hit);                                                  \
+                int l = lowest_bit(hit);                                                     \
                 hit &= hit - 1;                                                              \
                 insert(top, index, k, lanes[l], f * cells + j * BLOCK + l);                  \
             }                                                                                \

@@ -370,13 +370,15 @@ def propagate(query: torch.Tensor, context: Context, *, temperature: float, topk
              and context.score_dtype == torch.int32 and k <= NATIVE_LIMITS["topk"]
              and context.rows * context.cols <= NATIVE_LIMITS["cells"])
     copied = queries.new_empty(len(todo), *out.shape[1:])
+    if fused:  # the buffers as rows of cells, as the kernel reads them
+        keys, values = context.exact.view(-1, d), context.values.view(-1, out.shape[-1])
     for start in range(0, len(todo), step):
         chunk = slice(start, start + step)
         tiles, q = todo[chunk], queries[chunk]
         if fused:
-            copy_windows(context.scores(prepared[chunk], tiles), biases, kind[chunk], q,
-                         context.exact.view(-1, d), context.values.view(-1, out.shape[-1]),
-                         context.corners[tiles], context.offsets, k, temperature, copied[chunk])
+            copy_windows(context.scores(prepared[chunk], tiles), biases, kind[chunk], q, keys,
+                         values, context.corners[tiles], context.offsets, k, temperature,
+                         copied[chunk])
             continue
         parts = []  # without top-k: (scores, labels); with: the k best (scores, labels) of each
         if context.global_first:

@@ -26,7 +26,7 @@
 
 #define BLOCK 16
 #define MAXK 64
-#define MAXBLOCKS 4096 /* so at most 65536 cells (NATIVE_LIMITS in propagation.py) */
+#define MAXBLOCKS 4096 /* so at most 65536 cells (module constant MAX_CELLS) */
 
 typedef struct {
     const int32_t *scores; /* (rows, frames * cells) */
@@ -388,4 +388,13 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_window",
                                     "Fused top-k copy over tracking's local windows.", -1,
                                     methods};
 
-PyMODINIT_FUNC PyInit__window(void) { return PyModule_Create(&module); }
+/* The limits propagation.py checks before handing a copy to the kernel. */
+PyMODINIT_FUNC PyInit__window(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m && (PyModule_AddIntConstant(m, "MAX_K", MAXK) < 0
+              || PyModule_AddIntConstant(m, "MAX_CELLS", MAXBLOCKS * BLOCK) < 0)) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -37,10 +37,8 @@ CONSTANT = 1e-3
 # core (a chunk costs the same few launches whatever its size).
 BUDGET = {"cpu": 1 << 20, "cuda": 1 << 25}
 # The native kernel's instruction set: its best on this CPU (2 AVX-512, 1 AVX2, 0 portable C);
-# lower only to test the other paths. It keeps at most 64 references per query, in windows of
-# at most 65536 cells.
+# lower only to test the other paths.
 LEVEL = native.best_level() if native is not None else 0
-NATIVE_LIMITS = {"topk": 64, "cells": 65536}
 
 
 def dense_affinity(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -367,8 +365,8 @@ def propagate(query: torch.Tensor, context: Context, *, temperature: float, topk
     step = max(1, budget // per_tile)
     k = min(topk or cells, cells)
     fused = (native is not None and n and not context.global_first and topk is not None
-             and context.score_dtype == torch.int32 and k <= NATIVE_LIMITS["topk"]
-             and context.rows * context.cols <= NATIVE_LIMITS["cells"])
+             and context.score_dtype == torch.int32 and k <= native.MAX_K
+             and context.rows * context.cols <= native.MAX_CELLS)
     copied = queries.new_empty(len(todo), *out.shape[1:])
     if fused:  # the buffers as rows of cells, as the kernel reads them
         keys, values = context.exact.view(-1, d), context.values.view(-1, out.shape[-1])

@@ -111,8 +111,8 @@ def test_nan_loss_stops_with_a_clear_message(capsys, videos, tmp_path) -> None:
 def test_nan_keeps_the_last_good_checkpoint_then_resumes(capsys, videos, tmp_path, monkeypatch):
     real, calls = colortrack.train.colorization_loss, []
 
-    def diverges_at_step_5(*args: object) -> tuple[torch.Tensor, ...]:
-        loss, accuracy, probs = real(*args)
+    def diverges_at_step_5(*args: object, **kwargs: object) -> tuple[torch.Tensor, ...]:
+        loss, accuracy, probs = real(*args, **kwargs)
         calls.append(1)
         return (loss * float("nan") if len(calls) == 5 else loss), accuracy, probs
 

@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from colortrack.config import ModelConfig, TrainConfig, from_dict, to_dict
+from colortrack.config import INPUTS, ModelConfig, TrainConfig, from_dict, to_dict
 from colortrack.errors import ColortrackError
 from colortrack.io_utils import atomic_path, atomic_write_bytes
 from colortrack.model import Encoder
@@ -67,6 +67,8 @@ def resolve(path: str | Path | None) -> Path:
 def _like(value: Any, default: Any, inner: bool = False) -> bool:
     """Whether a config value has its default's type: a positive int of sane size, or a tuple
     of them (1-64 items; a stage tuple inside `stages` has exactly its default's length)."""
+    if isinstance(default, str):
+        return isinstance(value, str)
     if isinstance(default, tuple):
         if not isinstance(value, tuple):
             return False
@@ -79,6 +81,8 @@ def _model_config(data: Any) -> ModelConfig:
     """The ModelConfig of a file's metadata; ValueError names the first bad field."""
     if not isinstance(data, dict):
         raise ValueError("model_config is not a JSON object")
+    if data.get("input", "L") not in INPUTS:  # files from before `input` are gray models
+        raise ValueError(f"bad input {data['input']!r}")
     cfg, defaults = from_dict(ModelConfig, data), ModelConfig()
     for field in dataclasses.fields(cfg):
         value = getattr(cfg, field.name)

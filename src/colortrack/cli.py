@@ -22,7 +22,7 @@ from colortrack import __version__
 from colortrack.errors import ColortrackError, Terminated, UsageError
 
 log = logging.getLogger("colortrack")
-METHODS = ("model", "identity", "flow", "pixels", "random")
+METHODS = ("model", "model+pixels", "identity", "flow", "pixels", "random")
 
 
 def _library(module: str, name: str) -> Callable[..., Any]:

@@ -16,12 +16,16 @@ from colortrack.errors import UsageError
 STRIDE = 8  # the encoder's output stride: embeddings are at 1/8 of the input resolution
 # One trunk stage: (channels, residual blocks, stride, dilation).
 Stage = tuple[int, int, int, int]
+INPUTS = ("L", "Lab")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """The encoder: a ResNet trunk at output stride 8, then a temporal 3D-conv head."""
 
+    # What the encoder sees: "L" (gray, the paper) or "Lab" (color; training hides the chroma
+    # it must predict, MAST-style, so copying stays the only way to it).
+    input: str = "L"
     stem_channels: int = 64
     stages: tuple[Stage, ...] = ((64, 2, 1, 1), (128, 2, 2, 1), (256, 2, 1, 2), (512, 2, 1, 4))
     head_channels: int = 256
@@ -29,6 +33,14 @@ class ModelConfig:
     temporal_kernel: int = 3  # 1 makes the head purely spatial: no mixing across frames
     embed_dim: int = 64
     num_colors: int = 16
+
+    def __post_init__(self) -> None:
+        if self.input not in INPUTS:
+            raise UsageError(f"input={self.input!r} (must be one of {', '.join(INPUTS)})")
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.input)
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,16 @@ class TrainConfig:
     lr_drop_step: int = 60_000
     steps: int = 400_000
     temperature: float = 1.0
+    # Training as tracking runs: unit embeddings (then temperature ~0.05, as CRW), copies
+    # restricted to `radius` feature cells (0 = the whole frame), and the loss on predictions
+    # upsampled to the crop (not on the 1/8 grid).
+    normalize: bool = False
+    radius: float = 0.0
+    full_res_loss: bool = False
+    # Lab input only: per clip, the chance that both chroma channels are hidden (else a or b,
+    # at even odds); the hidden ones are zeroed in every frame and the rest rescaled.
+    drop_both: float = 1 / 3
+    init: str = ""  # a model file to start from (an L model's weights also start a Lab one)
     weight_decay: float = 0.0
     scale: tuple[float, float] = (0.5, 1.0)  # random crop area fraction
     cache_short_side: int = 0  # >0: decode each video once at this size and sample from memory
@@ -75,6 +97,8 @@ class TrainConfig:
             ("scale", len(self.scale) == 2 and 0 < lo <= hi <= 1,
              "two area fractions, 0 < min <= max <= 1"),
             ("temperature", math.isfinite(self.temperature) and self.temperature > 0, "> 0"),
+            ("radius", math.isfinite(self.radius) and self.radius >= 0, ">= 0, 0 = off"),
+            ("drop_both", 0 <= self.drop_both <= 1, "a probability, 0-1"),
             ("lr_final", math.isfinite(self.lr_final) and self.lr_final > 0, "> 0"),
             ("lr_drop_step", self.lr_drop_step >= 0, ">= 0"),
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
@@ -100,6 +124,9 @@ class PropagationConfig:
     radius: float = 12.0  # in feature cells, for every frame searched; 0 = no restriction
     global_first: bool = False  # True: search the first frame everywhere (CRW), not in the radius
     temperature: float = 0.05
+    # Raw Lab's temperature, for `pixels` and the pixel half of `model+pixels` (whose scores
+    # are f_i.f_j / temperature - |p_i - p_j|^2 / (2 color_temperature)).
+    color_temperature: float = 50.0
     normalize: bool = True  # L2-normalise embeddings before the dot product
     # Encoder and window products: fp32; bf16; int8 (CPU: bf16 encoder where native, int8
     # products); auto (int8 products on CPUs, bf16 on GPUs; bf16 encoder where native). Lower-
@@ -115,8 +142,10 @@ class PropagationConfig:
             problems.append(f"topk={self.topk} (must be >= 1)")
         if not (math.isfinite(self.radius) and self.radius >= 0):
             problems.append(f"radius={self.radius} (must be >= 0; 0 searches everywhere)")
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            problems.append(f"temperature={self.temperature} (must be > 0)")
+        for name in ("temperature", "color_temperature"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                problems.append(f"{name}={value} (must be > 0)")
         if problems:
             raise UsageError(f"bad propagation setting: {', '.join(problems)}")
 

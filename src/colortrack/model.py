@@ -1,4 +1,5 @@
-"""The encoder: gray frames -> 64-d embeddings at 1/8 resolution, and the colorization loss.
+"""The encoder: gray (L) or color (Lab) frames -> 64-d embeddings at 1/8 resolution, and the
+colorization loss.
 
 A ResNet trunk (stride 8, later stages dilated instead of strided) embeds each frame; a temporal
 head of dilated (1x3x3) spatial and (kx1x1) temporal 3D convolutions mixes neighbouring frames.
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from colortrack.config import STRIDE, ModelConfig
-from colortrack.propagation import copy_soft, dense_affinity
+from colortrack.propagation import FAR, copy_soft, dense_affinity
 
 
 class BasicBlock(nn.Module):
@@ -41,7 +42,7 @@ class Trunk(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(1, cfg.stem_channels, 7, 2, 3, bias=False),
+            nn.Conv2d(cfg.in_channels, cfg.stem_channels, 7, 2, 3, bias=False),
             nn.BatchNorm2d(cfg.stem_channels),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(3, 2, 1),
@@ -116,7 +117,8 @@ class TemporalHead(nn.Module):
 
 
 class Encoder(nn.Module):
-    """(B, T, 1, H, W) L channel in [0, 100] -> (B, T, D, H/8, W/8) embeddings."""
+    """(B, T, C, H, W) frames -> (B, T, D, H/8, W/8) embeddings; C = 1 (L in [0, 100]) or 3
+    (Lab), as `cfg.input` says."""
 
     stride = STRIDE
 
@@ -126,20 +128,22 @@ class Encoder(nn.Module):
         self.trunk = Trunk(cfg)
         self.head = TemporalHead(self.trunk.out_channels, cfg)
 
-    def features(self, lightness: torch.Tensor) -> torch.Tensor:
-        """Per-frame trunk features: (N, 1, H, W) -> (N, C, H/8, W/8). L is rescaled in its
-        own precision, then cast to the weights' (a bf16 copy of the model gets the same
-        input as autocast gives a float32 one)."""
+    def features(self, image: torch.Tensor) -> torch.Tensor:
+        """Per-frame trunk features: (N, 1 or 3, H, W) -> (N, C, H/8, W/8). L and ab are
+        rescaled to about [-1, 1] in their own precision, then cast to the weights' (a bf16 copy
+        of the model gets the same input as autocast gives a float32 one)."""
         weights = self.trunk.stem[0].weight.dtype
-        return self.trunk((lightness / 50.0 - 1.0).to(weights))
+        x = image / 50.0
+        x[:, :1] -= 1.0
+        return self.trunk(x.to(weights))
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         """Temporal head over trunk features: (B, T, C, h, w) -> (B, T, D, h, w)."""
         return self.head(features)
 
-    def forward(self, lightness: torch.Tensor) -> torch.Tensor:
-        b, t = lightness.shape[:2]
-        feats = self.features(lightness.flatten(0, 1))
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        b, t = image.shape[:2]
+        feats = self.features(image.flatten(0, 1))
         return self.embed(feats.view(b, t, *feats.shape[1:]))
 
 
@@ -161,31 +165,51 @@ def fused_for_inference(encoder: Encoder) -> Encoder:
     return fused.to(memory_format=torch.channels_last)
 
 
+def within(h: int, w: int, radius: float, device: torch.device) -> torch.Tensor:
+    """(h*w, h*w) scores to add so that a target cell copies only from reference cells closer
+    than `radius` cells (0 where they are, FAR beyond), as tracking's windows do."""
+    y, x = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device),
+                          indexing="ij")
+    cells = torch.stack([y.flatten(), x.flatten()], 1).float()
+    return torch.where(torch.cdist(cells, cells) < radius, 0.0, FAR)
+
+
 def colorization_loss(
-    embeddings: torch.Tensor, colors: torch.Tensor, num_colors: int, temperature: float
+    embeddings: torch.Tensor, colors: torch.Tensor, num_colors: int, temperature: float, *,
+    normalize: bool = False, radius: float = 0.0, full_res: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Predict the last frame's color classes by copying from the earlier frames' colors.
 
-    embeddings: (B, T, D, h, w); colors: (B, T, h, w) class indices. Returns the cross-entropy,
+    embeddings: (B, T, D, h, w); colors: (B, T, h, w) class indices. With `normalize` the
+    embeddings are unit vectors, with `radius` > 0 each target cell copies from reference cells
+    within that many cells, and with `full_res` (B, H, W), the target's classes at the crop's
+    resolution, the prediction is upsampled to it before the loss. Returns the cross-entropy,
     the color accuracy and the predicted class distribution (B, K, h, w) of the target frame.
     """
     b, t, d, h, w = embeddings.shape
+    if normalize:
+        embeddings = F.normalize(embeddings, dim=2)
     refs = embeddings[:, :-1].permute(0, 1, 3, 4, 2).reshape(b, (t - 1) * h * w, d)
     target = embeddings[:, -1].permute(0, 2, 3, 1).reshape(b, h * w, d)
     ref_colors = F.one_hot(colors[:, :-1].reshape(b, -1), num_colors).float()
     scores = dense_affinity(target, refs) / temperature
-    probs = copy_soft(scores, ref_colors)  # (B, h*w, K)
-    truth = colors[:, -1].reshape(b, h * w)
-    loss = F.nll_loss(torch.log(probs.clamp_min(1e-8)).transpose(1, 2), truth)
-    accuracy = (probs.argmax(-1) == truth).float().mean()
-    return loss, accuracy, probs.transpose(1, 2).reshape(b, num_colors, h, w)
+    if radius > 0:
+        scores = scores + within(h, w, radius, scores.device).repeat(1, t - 1)
+    probs = copy_soft(scores, ref_colors).transpose(1, 2)
+    probs = probs.reshape(b, num_colors, h, w).contiguous()  # nll's backward needs it
+    truth = colors[:, -1]
+    if full_res is not None:  # a convex mix of distributions: still one
+        probs, truth = F.interpolate(probs, size=full_res.shape[-2:], mode="bilinear"), full_res
+    loss = F.nll_loss(torch.log(probs.clamp_min(1e-8)), truth)
+    accuracy = (probs.argmax(1) == truth).float().mean()
+    return loss, accuracy, probs
 
 
 def gflops_per_frame(encoder: Encoder, height: int = 480, width: int = 856) -> float:
     """GFLOPs (2 per multiply-add) to embed one frame when streaming: trunk + one head step."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    frame = torch.zeros(1, 1, height, width)
+    frame = torch.zeros(1, encoder.cfg.in_channels, height, width)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         encoder.head.step(encoder.features(frame), None)
     return counter.get_total_flops() / 1e9

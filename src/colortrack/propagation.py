@@ -22,7 +22,7 @@ try:
 except ImportError:
     native = None
 
-_FAR = -1e9  # score of a reference that is out of reach (finite, so softmax never sees all -inf)
+FAR = -1e9  # score of a reference that is out of reach (finite, so softmax never sees all -inf)
 # Label spread below which a tile's references count as one label: their copy, a weighted mean,
 # then lies within CONSTANT / 2 of their range's midpoint, whatever the weights. Propagated soft
 # labels diffuse, so an exact test (1e-5) found ever fewer such tiles (DAVIS dog: 12% of tiles
@@ -124,8 +124,8 @@ def untile(tiles: torch.Tensor, tile: int | Tile, h: int, w: int) -> torch.Tenso
 def window_bias(h: int, w: int, tile: Tile, radius: float, device: torch.device,
                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores to add to the windows so that keys out of reach never count: 0 within reach,
-    _FAR beyond (adding runs 20x faster on CPUs than a broadcast masked_fill). `dtype` is the
-    scores': float32, or int32 for int8 products (_FAR is exact there, and far below any
+    FAR beyond (adding runs 20x faster on CPUs than a broadcast masked_fill). `dtype` is the
+    scores': float32, or int32 for int8 products (FAR is exact there, and far below any
     product of two int8 vectors of up to 4,096 dimensions: 127^2 * 4096 = 6.6e7).
 
     A window's bias depends only on which of its rows and columns fall outside the image, so
@@ -137,19 +137,19 @@ def window_bias(h: int, w: int, tile: Tile, radius: float, device: torch.device,
     ky, kx = torch.meshgrid(torch.arange(rows) - e, torch.arange(cols) - e, indexing="ij")
     far = ((ky.reshape(1, -1) - qy.reshape(-1, 1)) ** 2
            + (kx.reshape(1, -1) - qx.reshape(-1, 1)) ** 2).float() >= radius**2
-    circle = torch.zeros(far.shape).masked_fill_(far, _FAR).view(th * tw, 1, rows, cols)
+    circle = torch.zeros(far.shape).masked_fill_(far, FAR).view(th * tw, 1, rows, cols)
 
     def outside(length: int, step: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per tile along one axis, which of its window's cells are outside: kinds and ids."""
         cells = torch.arange(0, length + (-length % step), step).unsqueeze(1)
         cells = cells + torch.arange(size) - e
         kinds, ids = torch.unique((cells < 0) | (cells >= length), dim=0, return_inverse=True)
-        return torch.zeros(kinds.shape).masked_fill_(kinds, _FAR), ids
+        return torch.zeros(kinds.shape).masked_fill_(kinds, FAR), ids
 
     row_bias, row_ids = outside(h, th, rows)
     col_bias, col_ids = outside(w, tw, cols)
     edges = row_bias[:, None, :, None] + col_bias[None, :, None, :]  # (row kinds, col kinds, ..)
-    biases = (circle + edges.reshape(-1, 1, 1, rows, cols)).flatten(-2).clamp_(min=_FAR)
+    biases = (circle + edges.reshape(-1, 1, 1, rows, cols)).flatten(-2).clamp_(min=FAR)
     kind = row_ids[:, None] * len(col_bias) + col_ids[None, :]  # (Gy, Gx)
     return biases.to(device, dtype), kind.flatten().to(device)
 
@@ -301,7 +301,7 @@ class Context:
              index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The labels (G, Q, k, C) of the references `index` (G, Q, k) picked in the windows of
         `tiles`, and their scores `top`, recomputed in float32 when scoring ran in lower
-        precision (which then only chose them). Out-of-reach picks keep their _FAR score."""
+        precision (which then only chose them). Out-of-reach picks keep their FAR score."""
         rows = (self.corners[tiles].view(-1, 1, 1) + self.offsets[index]).flatten()
         labels = self.values.view(-1, self.values.shape[-1]).index_select(0, rows)
         labels = labels.view(*index.shape, -1)
@@ -310,7 +310,7 @@ class Context:
         keys = self.exact.view(-1, self.exact.shape[-1]).index_select(0, rows)
         keys = keys.view(*index.shape, -1)  # (G, Q, k, D)
         exact = torch.einsum("gqd,gqkd->gqk", queries.float(), keys)  # 3x matmul's speed
-        return exact.masked_fill_(top <= _FAR / 2, _FAR), labels
+        return exact.masked_fill_(top <= FAR / 2, FAR), labels
 
     def constant_tiles(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(G,) bool: tiles whose windows in every windowed frame carry one label (to CONSTANT),
@@ -430,7 +430,7 @@ def copy_windows(scores: torch.Tensor, biases: torch.Tensor, kind: torch.Tensor,
                          f"{tuple(keys.shape)}, values {tuple(values.shape)} and out "
                          f"{tuple(out.shape)} do not fit together")
     native.copy_windows(scores.data_ptr(), g * q, frames, cells, biases.data_ptr(), len(biases),
-                        kind.data_ptr(), q, k, temperature, int(_FAR), queries.data_ptr(), d,
+                        kind.data_ptr(), q, k, temperature, int(FAR), queries.data_ptr(), d,
                         keys.data_ptr(), values.data_ptr(), len(keys), c, corners.data_ptr(),
                         offsets.data_ptr(), out.data_ptr(), LEVEL if level is None else level)
 

@@ -39,7 +39,7 @@ from colortrack.video_writer import VideoWriter
 from colortrack.visualize import draw_points, overlay_mask
 
 log = logging.getLogger(__name__)
-METHODS = ("model", "identity", "flow", "pixels", "random")
+METHODS = ("model", "model+pixels", "identity", "flow", "pixels", "random")
 Video = str | Path | Iterable[np.ndarray]
 
 
@@ -90,6 +90,8 @@ def make_propagator(
         return learned.LearnedPropagator.pixels(propagation, device)
     if method == "random":
         return learned.LearnedPropagator.random(propagation, device)
+    if method == "model+pixels":
+        return learned.LearnedPropagator.model_and_pixels(model, propagation, device)
     return learned.LearnedPropagator.from_checkpoint(model, propagation, device)
 
 

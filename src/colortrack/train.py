@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import logging
 import math
 import os
@@ -36,13 +37,43 @@ from colortrack.model import Encoder, colorization_loss
 log = logging.getLogger(__name__)
 
 
-def to_lab_batch(clips: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 (B, T, 3, S, S) -> L (B, T, 1, S, S) and color classes (B, T, S/8, S/8)."""
+def hide_chroma(lab: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """Lab (B, T, 3, S, S) with the chroma channels that `hidden` (B, 2) marks set to zero (no
+    color) in every frame, and the rest rescaled by 3 / (3 - hidden), as dropout does, about
+    the encoder's input centre (L 50, ab 0)."""
+    kept = torch.cat([torch.ones_like(hidden[:, :1]), ~hidden], 1).float()  # (B, 3)
+    scale = (kept * 3 / kept.sum(1, keepdim=True)).view(-1, 1, 3, 1, 1)
+    centre = torch.tensor([50.0, 0.0, 0.0], device=lab.device).view(1, 1, 3, 1, 1)
+    return (lab - centre) * scale + centre
+
+
+def to_lab_batch(clips: torch.Tensor, centroids: torch.Tensor, input: str = "L",
+                 hidden: torch.Tensor | None = None, full_res: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """uint8 (B, T, 3, S, S) -> the encoder's input (B, T, C, S, S), color classes
+    (B, T, S/8, S/8) and, with `full_res`, the last frame's classes at (B, S, S).
+
+    The input is L, or for `input` "Lab" the frames with the chroma channels `hidden` (B, 2)
+    hides (default: both, the paper's task)."""
     b, t = clips.shape[:2]
     lab = rgb_to_lab(clips.flatten(0, 1).float() / 255)
     ab = F.avg_pool2d(lab[:, 1:], Encoder.stride)
     classes = quantize(ab, centroids).view(b, t, *ab.shape[-2:])
-    return lab[:, :1].view(b, t, 1, *lab.shape[-2:]), classes
+    target = quantize(lab[t - 1::t, 1:], centroids) if full_res else None
+    lab = lab.view(b, t, 3, *lab.shape[-2:])
+    if input == "L":
+        return lab[:, :, :1], classes, target
+    if hidden is None:
+        hidden = torch.ones(b, 2, dtype=torch.bool, device=lab.device)
+    return hide_chroma(lab, hidden), classes, target
+
+
+def draw_hidden(count: int, drop_both: float, generator: torch.Generator) -> torch.Tensor:
+    """(count, 2) bool: which chroma channels each clip hides, both with chance `drop_both`,
+    else a or b at even odds."""
+    both = torch.rand(count, generator=generator) < drop_both
+    b_only = torch.rand(count, generator=generator) < 0.5
+    return torch.stack([both | ~b_only, both | b_only], 1)
 
 
 def sample_ab(dataset: ClipDataset, count: int, seed: int) -> torch.Tensor:
@@ -67,18 +98,30 @@ def color_prior(ab: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     return (counts + 1) / (counts.sum() + len(centroids))
 
 
+def loss_of(model: torch.nn.Module, cfg: TrainConfig, inputs: torch.Tensor,
+            classes: torch.Tensor, target: torch.Tensor | None, num_colors: int
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The colorization loss of a batch, with the recipe's copy settings."""
+    amp = inputs.device.type == "cuda"
+    with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=amp):
+        embeddings = model(inputs)
+    return colorization_loss(embeddings.float(), classes, num_colors, cfg.temperature,
+                             normalize=cfg.normalize, radius=cfg.radius, full_res=target)
+
+
 @torch.no_grad()
 def validate(encoder: Encoder, clips: torch.Tensor, centroids: torch.Tensor,
-             prior: torch.Tensor, temperature: float) -> dict[str, float]:
-    """Held-out colorization loss and accuracy, next to the color prior's loss and accuracy."""
+             prior: torch.Tensor, cfg: TrainConfig) -> dict[str, float]:
+    """Held-out colorization loss and accuracy (every chroma channel hidden), next to the color
+    prior's loss and accuracy."""
     was_training = encoder.training
     encoder.eval()
     losses, accuracies, prior_losses, prior_accuracies = [], [], [], []
     for chunk in clips.split(16):
-        lightness, classes = to_lab_batch(chunk.to(centroids.device), centroids)
-        loss, accuracy, _ = colorization_loss(encoder(lightness).float(), classes,
-                                              len(centroids), temperature)
-        truth = classes[:, -1].flatten()
+        inputs, classes, target = to_lab_batch(chunk.to(centroids.device), centroids,
+                                               encoder.cfg.input, full_res=cfg.full_res_loss)
+        loss, accuracy, _ = loss_of(encoder, cfg, inputs, classes, target, len(centroids))
+        truth = (classes[:, -1] if target is None else target).flatten()
         losses.append(loss.item())
         accuracies.append(accuracy.item())
         prior_losses.append(-torch.log(prior.to(truth.device)[truth]).mean().item())
@@ -87,6 +130,26 @@ def validate(encoder: Encoder, clips: torch.Tensor, centroids: torch.Tensor,
     mean = lambda v: sum(v) / len(v)  # noqa: E731
     return {"val_loss": mean(losses), "val_accuracy": mean(accuracies),
             "prior_loss": mean(prior_losses), "prior_accuracy": mean(prior_accuracies)}
+
+
+def initial_model(path: str, cfg: ModelConfig) -> tuple[Encoder, torch.Tensor]:
+    """An encoder of `cfg` started from a model file's weights and color classes; a gray
+    model's first convolution starts a color one, with zero weights on a and b (so the color
+    model begins as exactly the gray one)."""
+    source, centroids, _ = load_model(path)
+    if dataclasses.replace(source.cfg, input=cfg.input) != cfg:
+        raise UsageError(f"--set init={path}: that model's architecture is not this run's "
+                         f"({source.cfg} against {cfg})")
+    encoder = Encoder(cfg)
+    weights = source.state_dict()
+    stem = "trunk.stem.0.weight"
+    if weights[stem].shape != encoder.state_dict()[stem].shape:
+        if source.cfg.input != "L":
+            raise UsageError(f"--set init={path}: a {source.cfg.input} model cannot start a "
+                             f"{cfg.input} one")
+        weights[stem] = F.pad(weights[stem], (0, 0, 0, 0, 0, cfg.in_channels - 1))
+    encoder.load_state_dict(weights)
+    return encoder.train(), centroids
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -170,7 +233,8 @@ def _setup_distributed(device: str) -> tuple[int, int, torch.device]:
 def resolve_configs(preset_name: str | None, resume_state: dict | None, steps: int | None,
                     batch: int | None, lr: float | None, overrides: list[str]
                     ) -> tuple[ModelConfig, TrainConfig]:
-    """The preset (or the resumed run's saved configs) with command-line changes applied."""
+    """The preset (or the resumed run's saved configs) with command-line changes applied:
+    `overrides` may set the model's fields (a new run only) and the recipe's."""
     if resume_state is not None:
         saved = resume_state.get("preset")
         if preset_name not in (None, saved):
@@ -181,7 +245,14 @@ def resolve_configs(preset_name: str | None, resume_state: dict | None, steps: i
     else:
         chosen = preset(preset_name or "cpu")
         model_cfg, cfg = chosen.model, chosen.train
-    cfg = override(cfg, overrides)
+    model_keys = {f.name for f in dataclasses.fields(ModelConfig)}
+    is_model = [pair.partition("=")[0].strip().replace("-", "_") in model_keys
+                for pair in overrides]
+    if any(is_model) and resume_state is not None:
+        raise UsageError("the model of a run cannot change on --resume (start a new run, "
+                         "perhaps with --set init=RUN/model.safetensors)")
+    model_cfg = override(model_cfg, [p for p, m in zip(overrides, is_model, strict=True) if m])
+    cfg = override(cfg, [p for p, m in zip(overrides, is_model, strict=True) if not m])
     direct = {"steps": steps, "batch": batch, "lr": lr}
     cfg = override(cfg, [f"{k}={v}" for k, v in direct.items() if v is not None])
     return model_cfg, cfg
@@ -231,6 +302,8 @@ def run(videos: list[str | Path], *, preset: str | None = None, out: str | Path,
         if encoder.cfg != model_cfg:
             raise ColortrackError(f"{latest}: model.safetensors does not match state.json")
         encoder.train()
+    elif cfg.init:
+        encoder, centroids = initial_model(cfg.init, model_cfg)
     else:
         centroids = kmeans(sample_ab(dataset, cfg.kmeans_pixels, cfg.seed), model_cfg.num_colors,
                            seed=cfg.seed)
@@ -270,18 +343,19 @@ def run(videos: list[str | Path], *, preset: str | None = None, out: str | Path,
 
     bar = tqdm(total=cfg.steps, initial=start, disable=not progress or rank != 0,
                dynamic_ncols=True, unit="step")
-    amp = dev.type == "cuda"
     step, tick, clips_seen, t0 = start, time.perf_counter(), 0, time.perf_counter()
     try:
         for clips in loader:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(cfg, step)
             clips = clips.to(dev, non_blocking=True)
-            lightness, classes = to_lab_batch(clips, centroids)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                embeddings = model(lightness)
-            loss, accuracy, probs = colorization_loss(embeddings.float(), classes,
-                                                      model_cfg.num_colors, cfg.temperature)
+            # Which chroma each clip hides: a pure function of the step, as the clips are.
+            draw = torch.Generator().manual_seed((cfg.seed * 1_000_003 + step) * world + rank)
+            hidden = draw_hidden(len(clips), cfg.drop_both, draw).to(dev)
+            inputs, classes, target = to_lab_batch(clips, centroids, model_cfg.input, hidden,
+                                                   cfg.full_res_loss)
+            loss, accuracy, probs = loss_of(model, cfg, inputs, classes, target,
+                                            model_cfg.num_colors)
             if not math.isfinite(loss.item()):
                 kept = (f"the last good checkpoint is kept in {out} (try a lower --lr, then "
                         "--resume)" if checkpoints.latest() else "no checkpoint was written yet "
@@ -304,7 +378,7 @@ def run(videos: list[str | Path], *, preset: str | None = None, out: str | Path,
                        "clips_per_s": f"{rate:.2f}", "elapsed_s": f"{now - t0:.1f}"}
                 if val_clips is not None and (step % cfg.val_every == 0 or step == cfg.steps):
                     row |= {k: f"{v:.5f}" for k, v in validate(
-                        encoder, val_clips, centroids, prior, cfg.temperature).items()}
+                        encoder, val_clips, centroids, prior, cfg).items()}
                 metrics.write(row)
                 if board is not None:
                     for key, value in row.items():
@@ -312,8 +386,11 @@ def run(videos: list[str | Path], *, preset: str | None = None, out: str | Path,
                             board.add_scalar(key, float(value), step)
                 tick, clips_seen = time.perf_counter(), 0
             if rank == 0 and step % cfg.preview_every == 0:
-                save_preview(out / "previews" / f"{step:08d}.png", lightness[0, -1].float().cpu(),
-                             probs[0].detach().float().cpu(), classes[0, -1].cpu(), centroids.cpu())
+                lightness = rgb_to_lab(clips[0, -1:].float() / 255)[0, :1].cpu()
+                save_preview(out / "previews" / f"{step:08d}.png", lightness,
+                             probs[0].detach().float().cpu(),
+                             (classes[0, -1] if target is None else target[0]).cpu(),
+                             centroids.cpu())
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 checkpoint(step)
             if stop["signal"] is not None:

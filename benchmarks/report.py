@@ -24,6 +24,8 @@ DAVIS_METHODS = {
     "pixels": "raw Lab pixels as features, same protocol (no learning)",
     "random": "randomly initialised `cpu` encoder, same protocol",
     "model": "the shipped model (learned by colorization), default protocol",
+    "model+pixels": "the shipped model's affinity plus raw Lab's (T = 0.05 and 50, as each "
+                    "alone), default protocol",
     "model-fp32": "the same in float32 throughout (`--set precision=fp32`)",
     "model-bf16": "the same with bf16 window products choosing the top-k, the default before "
                   "int8 (`--set precision=bf16`)",
@@ -41,7 +43,7 @@ EXTRA_ARGS = {
     "model-r4": ["--method", "model", "--set", "radius=4"],
     "model-global-first": ["--method", "model", "--set", "global_first=true"],
 }
-BADJA_METHODS = ("identity", "flow", "model")
+BADJA_METHODS = ("identity", "flow", "model", "model+pixels")
 PAPER = ("| copy first mask | 22.9 |\n| FlowNet2 optical flow | 26.0 |\n"
          "| colorization (Vondrick et al.) | 34.0 |\n| CRW (Jabri et al.) | 67.6 |")
 

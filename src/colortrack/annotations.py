@@ -85,3 +85,20 @@ def one_hot(ids: np.ndarray, num_objects: int | None = None) -> np.ndarray:
     """(H, W) ids -> (K+1, H, W) float32 one-hot, channel 0 = background."""
     k = int(ids.max()) if num_objects is None else num_objects
     return (ids[None] == np.arange(k + 1, dtype=ids.dtype)[:, None, None]).astype(np.float32)
+
+
+def read_masks(source: str | Path) -> dict[int, np.ndarray]:
+    """Masks by frame index: one file is frame 0's; a folder holds DAVIS-style PNGs named by
+    frame index (00000.png, 00042.png, ...), of which 00000.png is required."""
+    path = Path(source)
+    if not path.is_dir():
+        return {0: read_mask(path)}
+    named = {p: p.stem for p in path.iterdir() if p.suffix.lower() == ".png" and p.is_file()}
+    masks = {int(stem): read_mask(p) for p, stem in named.items() if stem.isdigit()}
+    if 0 not in masks:
+        raise ColortrackError(f"{path}: a mask folder needs frame 0's mask (00000.png; other "
+                              "masks are named by their frame index, as 00042.png)")
+    shapes = {m.shape for m in masks.values()}
+    if len(shapes) > 1:
+        raise ColortrackError(f"{path}: the masks differ in size ({sorted(shapes)})")
+    return dict(sorted(masks.items()))

@@ -6,7 +6,7 @@ previous prediction with dense optical flow, the classical baseline of Vondrick 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 import cv2
 import numpy as np
@@ -20,12 +20,16 @@ class IdentityPropagator:
     name = "identity"
 
     def propagate(
-        self, frames: Iterable[np.ndarray], first_labels: np.ndarray
+        self, frames: Iterable[np.ndarray], first_labels: np.ndarray,
+        given: Mapping[int, np.ndarray] | None = None,
     ) -> Iterator[np.ndarray]:
-        labels = np.asarray(first_labels, dtype=np.float32)
+        """Frame 0's labels, or from each frame in `given` on, that frame's."""
+        labels, given = np.asarray(first_labels, dtype=np.float32), given or {}
         iterator = iter(frames)
         next(iterator, None)  # frame 0 carries the given labels, so it gets no prediction
-        for _ in iterator:
+        for index, _ in enumerate(iterator, start=1):
+            if index in given:
+                labels = np.asarray(given[index], dtype=np.float32)
             yield labels.copy()
 
 
@@ -70,9 +74,12 @@ class FlowPropagator:
         return flow
 
     def propagate(
-        self, frames: Iterable[np.ndarray], first_labels: np.ndarray
+        self, frames: Iterable[np.ndarray], first_labels: np.ndarray,
+        given: Mapping[int, np.ndarray] | None = None,
     ) -> Iterator[np.ndarray]:
-        labels = np.asarray(first_labels, dtype=np.float32)
+        """Warped labels of frames 1, 2, ...; from each frame in `given` on, warped from that
+        frame's labels."""
+        labels, given = np.asarray(first_labels, dtype=np.float32), given or {}
         iterator = iter(frames)
         first = next(iterator, None)
         if first is None:
@@ -85,8 +92,12 @@ class FlowPropagator:
         dis = cv2.DISOpticalFlow_create(self.preset)
         grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
         prev = self._gray(first)
-        for frame in iterator:
+        for index, frame in enumerate(iterator, start=1):
             gray = self._gray(frame)
+            if index in given:
+                labels, prev = np.asarray(given[index], dtype=np.float32), gray
+                yield labels
+                continue
             flow = self._flow(dis, gray, prev, (h, w))
             map_x = grid_x + flow[..., 0]
             map_y = grid_y + flow[..., 1]

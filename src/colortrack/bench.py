@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from colortrack.annotations import write_mask
+from colortrack.annotations import read_mask, write_mask
 from colortrack.davis import DavisDataset, DavisReport, evaluate_davis
-from colortrack.errors import ColortrackError
+from colortrack.errors import ColortrackError, UsageError
 from colortrack.io_utils import reason, shown, staged_dir
 from colortrack.keypoints import (
     BADJA_JOINTS,
@@ -64,10 +64,13 @@ def bench_davis(
     sequences: list[str] | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    annotated: tuple[str, ...] = ("0",),
 ) -> tuple[DavisReport, dict[str, float]]:
     """Track every sequence from its first mask into OUT/<seq>/<frame>.png, then score J&F.
 
-    Returns the report and the seconds each sequence took (frame 0, the given mask, included).
+    `annotated` frames (indices, or "mid" and "last") are given their true masks as well, as a
+    user correcting the tracker would; they are scored like the others. Returns the report and
+    the seconds each sequence took (frame 0, the given mask, included).
     """
     dataset = DavisDataset(root, sequences=sequences)
     out = Path(out_dir)
@@ -80,11 +83,14 @@ def bench_davis(
     with tqdm(total=total, unit="frame", disable=not progress) as bar:
         for name, frame_paths in paths.items():
             bar.set_description(name)
-            first = dataset.first_mask(name)
-            first[first == VOID_ID] = 0
+            given = {}
+            for index in annotated_indices(annotated, len(frame_paths)):
+                mask = read_mask(dataset.mask_paths(name)[index])
+                mask[mask == VOID_ID] = 0
+                given[index] = mask
             started = time.perf_counter()
             source = dataset.mask_paths(name)[0]
-            run = tracker.track_frames(_frames(frame_paths), first, source=source)
+            run = tracker.track_frames(_frames(frame_paths), given, source=source)
             with staged_dir(out / name) as stage:
                 for index, _, ids in run:
                     write_mask(stage / f"{frame_paths[index].stem}.png", ids)
@@ -98,6 +104,20 @@ def bench_davis(
                 len(frame_paths) / max(seconds[name], 1e-9),
             )
     return evaluate_davis(root, out, sequences=dataset.sequences), seconds
+
+
+def annotated_indices(names: tuple[str, ...], frames: int) -> list[int]:
+    """Frame indices of "0", "12", "mid" (frames // 2), "last" in a sequence of `frames`."""
+    named = {"mid": frames // 2, "last": frames - 1}
+    try:
+        indices = sorted({named[n] if n in named else int(n) for n in ("0", *names)})
+    except ValueError:
+        raise UsageError(f"annotated frames: {', '.join(names)} (use indices, mid or last)"
+                         ) from None
+    if indices[0] < 0 or indices[-1] >= frames:
+        raise UsageError(f"annotated frame {indices[-1] if indices[0] >= 0 else indices[0]} is "
+                         f"outside a sequence of {frames} frames")
+    return indices
 
 
 def davis_frame_counts(root: str | Path, sequences: list[str]) -> dict[str, int]:

@@ -103,6 +103,7 @@ def cmd_bench_davis(args: argparse.Namespace) -> int:
         sequences=_sequences(args.sequences),
         overwrite=args.overwrite,
         progress=not args.quiet,
+        annotated=tuple(_sequences(args.annotated_frames) or ["0"]),
     )
     frames = davis_frame_counts(args.root, list(seconds))
     print(report.format_table())
@@ -232,7 +233,9 @@ def _add_tracking(sub: Any) -> None:
     p = _add(sub, "track", cmd_track, "propagate a first-frame mask or keypoints through a video")
     p.add_argument("video", help="video file or folder of frames")
     first = p.add_mutually_exclusive_group(required=True)
-    first.add_argument("--mask", help="first-frame mask (palette or 0/255 PNG)")
+    first.add_argument("--mask", help="first-frame mask (palette or 0/255 PNG), or a folder of "
+                       "masks named by frame index (00000.png, 00042.png, ...): each later one "
+                       "replaces that frame's prediction and is tracked on")
     first.add_argument("--points", help="first-frame keypoints (JSON)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     _add_method(p)
@@ -257,6 +260,8 @@ def _add_benchmarks(sub: Any) -> None:
     )
     p = _add(benches, "davis", cmd_bench_davis, "track every DAVIS sequence, then score J&F")
     p.add_argument("--out", required=True, metavar="DIR", help="where predictions go")
+    p.add_argument("--annotated-frames", metavar="0,mid", help="frames given their true masks "
+                   "besides frame 0: indices, mid, last (a user's corrections)")
     _add_davis_options(p)
     _add_method(p)
 

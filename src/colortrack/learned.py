@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import cv2
@@ -287,18 +287,24 @@ class LearnedPropagator:
         return self.frames.dtype if spread > PARALLEL else self.scoring
 
     @torch.inference_mode()
-    def propagate(self, frames: Iterable[np.ndarray], first_labels: np.ndarray
-                  ) -> Iterator[np.ndarray]:
-        cfg, stride = self.cfg, Encoder.stride
+    def propagate(self, frames: Iterable[np.ndarray], first_labels: np.ndarray,
+                  given: Mapping[int, np.ndarray] | None = None) -> Iterator[np.ndarray]:
+        """Soft labels of frames 1, 2, ...; `given` labels of later frames replace their
+        prediction and join the first frame as long-term references (Context.anchor)."""
+        cfg, stride, given = self.cfg, Encoder.stride, given or {}
         height, width = first_labels.shape[-2:]
         context: Context | None = None
-        for embedding in self.frames.stream(frames):
+        for index, embedding in enumerate(self.frames.stream(frames)):
             key, query = self._key_query(embedding)
             if context is None:
                 labels = labels_to_grid(first_labels, stride, embedding.device)
                 context = Context(key, labels, recent=cfg.context, radius=cfg.radius,
-                                  global_first=cfg.global_first, scoring=self._scoring(key))
-                continue
-            grid = propagate(query, context, temperature=cfg.temperature, topk=cfg.topk)
-            context.append(key, grid)
-            yield grid_to_labels(grid, stride, height, width)
+                                  global_first=cfg.global_first, scoring=self._scoring(key),
+                                  anchors=len(given))
+            elif index in given:
+                context.anchor(key, labels_to_grid(given[index], stride, embedding.device))
+                yield np.asarray(given[index], dtype=np.float32)
+            else:
+                grid = propagate(query, context, temperature=cfg.temperature, topk=cfg.topk)
+                context.append(key, grid)
+                yield grid_to_labels(grid, stride, height, width)

@@ -14,7 +14,7 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from colortrack.annotations import read_mask, write_mask
+from colortrack.annotations import read_masks, write_mask
 from colortrack.config import PropagationConfig
 from colortrack.errors import ColortrackError, UsageError
 from colortrack.heatmaps import decode_heatmaps, heatmaps
@@ -49,13 +49,15 @@ class LabelPropagator(Protocol):
     `propagate` gets RGB uint8 (H, W, 3) frames from frame 0 and the (K, H, W) float32 soft
     labels of frame 0 (one-hot ids with channel 0 = background, or a background channel and one
     heatmap per keypoint). It yields (K, H, W) float32 labels for frames 1, 2, ... at the input
-    size, lazily, with memory that does not grow with the video's length.
+    size, lazily, with memory that does not grow with the video's length. `given` labels of
+    later frames (by index), when passed, replace those frames' predictions and are tracked on.
     """
 
     name: str
 
     def propagate(
-        self, frames: Iterable[np.ndarray], first_labels: np.ndarray
+        self, frames: Iterable[np.ndarray], first_labels: np.ndarray,
+        given: Mapping[int, np.ndarray] | None = None,
     ) -> Iterator[np.ndarray]: ...
 
 
@@ -144,9 +146,11 @@ class Tracker:
         return cls(make_propagator(method, model=path, propagation=propagation, device=device))
 
     def _propagate(
-        self, video: Video, labels_of: Callable[[np.ndarray], np.ndarray], empty: str
+        self, video: Video, labels_of: Callable[[np.ndarray], np.ndarray], empty: str,
+        given: Mapping[int, np.ndarray] | None = None,
     ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """Yield (index, frame, soft labels) for every frame; labels_of(frame 0) gives frame 0's.
+        """Yield (index, frame, soft labels) for every frame; labels_of(frame 0) gives frame 0's
+        and `given` those of later frames, which replace their predictions.
 
         Propagators may read ahead (a temporal head needs the next frame), so frames wait in
         `pending` until their labels come out: the i-th prediction goes with the i-th frame read.
@@ -169,47 +173,63 @@ class Tracker:
             labels = labels_of(pending.popleft())
             yield 0, first, labels
             stream = itertools.chain([first], iterator)
-            for index, soft in enumerate(self.propagator.propagate(stream, labels), start=1):
+            run = (self.propagator.propagate(stream, labels, given) if given
+                   else self.propagator.propagate(stream, labels))
+            for index, soft in enumerate(run, start=1):
                 if soft.shape != labels.shape:
                     raise RuntimeError(f"{self.propagator.name!r} gave labels {soft.shape}")
                 yield index, pending.popleft(), soft
 
     def track_frames(
-        self, video: Video, first_mask: np.ndarray | str | Path, *, source: str | Path = ""
+        self, video: Video, masks: np.ndarray | str | Path | Mapping[int, np.ndarray], *,
+        source: str | Path = "",
     ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Like `track`, also yielding each frame: (index, frame, (H, W) uint8 ids).
 
-        `source` names a mask given as an array in error messages (its file, say).
+        `masks` is frame 0's mask (an id map or its file), or masks by frame index (a mapping,
+        or a folder of PNGs named by frame index) that must include frame 0: each replaces the
+        prediction of its frame and joins the first as a long-term reference. `source` names
+        masks given as arrays in error messages (their file, say).
         """
-        path = isinstance(first_mask, str | Path)
-        ids = np.asarray(read_mask(first_mask) if path else first_mask)
-        source = str(first_mask) if path else str(source or "first mask")
-        if ids.ndim != 2 or ids.dtype != np.uint8:
-            raise ColortrackError(
-                f"{source}: a mask must be a 2-D uint8 id map, got {ids.shape} {ids.dtype}"
-            )
-        present = np.unique(ids)
+        path = isinstance(masks, str | Path)
+        given = read_masks(masks) if path else (
+            dict(masks) if isinstance(masks, Mapping) else {0: np.asarray(masks)})
+        source = str(masks) if path else str(source or "first mask")
+        for ids in given.values():
+            if ids.ndim != 2 or ids.dtype != np.uint8:
+                raise ColortrackError(
+                    f"{source}: a mask must be a 2-D uint8 id map, got {ids.shape} {ids.dtype}"
+                )
+        if 0 not in given:
+            raise ColortrackError(f"{source}: frame 0's mask is required")
+        ids = given[0]
+        present = np.unique(np.concatenate([np.unique(m) for m in given.values()]))
         lookup = np.concatenate([[0], present[present != 0]]).astype(np.uint8)
-        if len(lookup) == 1:
+        if not (ids != 0).any():
             raise ColortrackError(f"{source}: the first mask is empty (no object pixels)")
 
+        def one_hot(mask: np.ndarray) -> np.ndarray:
+            return (mask[None] == lookup[:, None, None]).astype(np.float32)
+
         def labels_of(frame: np.ndarray) -> np.ndarray:
-            if frame.shape[:2] != ids.shape:
+            if any(m.shape != frame.shape[:2] for m in given.values()):
                 raise ColortrackError(
                     f"{source}: mask is {ids.shape[1]}x{ids.shape[0]} but the video frames are "
                     f"{frame.shape[1]}x{frame.shape[0]}"
                 )
-            return (ids[None] == lookup[:, None, None]).astype(np.float32)
+            return one_hot(ids)
 
+        later = {i: one_hot(m) for i, m in given.items() if i > 0}
         empty = f"{_name(video)}: the video has no frames"
-        for index, frame, soft in self._propagate(video, labels_of, empty):
-            yield index, frame, ids if index == 0 else lookup[argmax_channels(soft)]
+        for index, frame, soft in self._propagate(video, labels_of, empty, later):
+            yield index, frame, given[index] if index in given else lookup[argmax_channels(soft)]
 
     def track(
-        self, video: Video, first_mask: np.ndarray | str | Path
+        self, video: Video, masks: np.ndarray | str | Path | Mapping[int, np.ndarray]
     ) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield (index, (H, W) uint8 ids) for frame 0 (the given mask) and every later frame."""
-        for index, _, ids in self.track_frames(video, first_mask):
+        """Yield (index, (H, W) uint8 ids) for frame 0 (the given mask) and every later frame;
+        `masks` as `track_frames` takes them."""
+        for index, _, ids in self.track_frames(video, masks):
             yield index, ids
 
     def track_points_frames(
@@ -311,7 +331,7 @@ def _writing(
 def track_to_dir(
     tracker: Tracker,
     video: Video,
-    first_mask: np.ndarray | str | Path,
+    masks: np.ndarray | str | Path | Mapping[int, np.ndarray],
     out_dir: str | Path,
     *,
     overwrite: bool = False,
@@ -319,8 +339,8 @@ def track_to_dir(
 ) -> TrackSummary:
     """Write OUT/<00000>.png palette masks at the input size and OUT/overlay.mp4."""
     started, count = time.perf_counter(), 0
-    with _writing(video, out_dir, overwrite, progress, first_mask) as (stage, frames, writer, bar):
-        for index, frame, ids in tracker.track_frames(frames, first_mask):
+    with _writing(video, out_dir, overwrite, progress, masks) as (stage, frames, writer, bar):
+        for index, frame, ids in tracker.track_frames(frames, masks):
             write_mask(stage / f"{index:05d}.png", ids)
             writer.write(overlay_mask(frame, ids))
             count += 1

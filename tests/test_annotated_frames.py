@@ -1,0 +1,79 @@
+"""Masks given at several frames: each replaces its frame's prediction and is tracked on."""
+
+import numpy as np
+import pytest
+
+from colortrack.annotations import read_masks, write_mask
+from colortrack.baselines import FlowPropagator, IdentityPropagator
+from colortrack.cli import main
+from colortrack.config import PropagationConfig
+from colortrack.errors import ColortrackError
+from colortrack.learned import LearnedPropagator
+from colortrack.tracking import Tracker
+
+from .test_learned import iou, square_on_texture
+
+SMALL = PropagationConfig(context=3, topk=5, radius=4)
+
+
+def with_second_object(frames=10, at=5):
+    """The sliding red square, and a green square that enters at frame `at` (annotated there)."""
+    video, masks = square_on_texture(frames)
+    for t in range(at, frames):
+        video[t][52:68, 60 - t:76 - t] = (30, 200, 40)
+        masks[t][52:68, 60 - t:76 - t] = 2
+    return video, masks
+
+
+@pytest.mark.parametrize("propagator", [
+    LearnedPropagator.pixels(SMALL), IdentityPropagator(), FlowPropagator()],
+    ids=["pixels", "identity", "flow"])
+def test_a_later_mask_replaces_its_frame_and_its_objects_are_tracked_on(propagator):
+    video, masks = with_second_object()
+    results = dict(Tracker(propagator).track(iter(video), {0: masks[0], 5: masks[5]}))
+    assert np.array_equal(results[5], masks[5])  # the given mask, exactly
+    assert not (results[4] == 2).any()  # no object 2 before it was given
+    assert iou(results[9] == 2, masks[9] == 2) > 0.5  # identity: the 4-pixel shift alone
+    if propagator.name == "pixels":
+        assert iou(results[9] == 1, masks[9] == 1) > 0.6
+
+
+def test_without_later_masks_tracking_is_unchanged():
+    video, masks = square_on_texture()
+    tracker = Tracker(LearnedPropagator.pixels(SMALL))
+    for (_, a), (_, b) in zip(tracker.track(iter(video), masks[0]),
+                              tracker.track(iter(video), {0: masks[0]}), strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_a_mask_folder_names_frames_by_index_and_needs_frame_0(tmp_path):
+    video, masks = with_second_object()
+    write_mask(tmp_path / "00005.png", masks[5])
+    (tmp_path / "notes.txt").write_text("not a mask")
+    with pytest.raises(ColortrackError, match="00000.png"):
+        read_masks(tmp_path)
+    write_mask(tmp_path / "00000.png", masks[0])
+    assert sorted(read_masks(tmp_path)) == [0, 5]
+    write_mask(tmp_path / "00007.png", masks[7][:-1])
+    with pytest.raises(ColortrackError, match="differ in size"):
+        read_masks(tmp_path)
+
+
+def test_track_takes_a_mask_folder_from_the_command_line(tmp_path):
+    from colortrack.video_writer import VideoWriter
+
+    video, masks = with_second_object()
+    with VideoWriter(tmp_path / "v.mp4", 12, crf=0) as writer:
+        for frame in video:
+            writer.write(frame)
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    write_mask(folder / "00000.png", masks[0])
+    write_mask(folder / "00005.png", masks[5])
+    out = tmp_path / "out"
+    assert main(["-q", "track", str(tmp_path / "v.mp4"), "--mask", str(folder), "--out",
+                 str(out), "--method", "pixels", "--set", "radius=4"]) == 0
+    from colortrack.annotations import read_mask
+
+    assert np.array_equal(read_mask(out / "00005.png"), masks[5])
+    assert iou(read_mask(out / "00009.png") == 2, masks[9] == 2) > 0.4

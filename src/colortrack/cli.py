@@ -189,6 +189,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_app(args: argparse.Namespace) -> int:
+    serve = _library("app", "serve")
+    serve(_propagator(args), args.video, host=args.host, port=args.port)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     run_demo = _library("demo", "run_demo")
     print(run_demo(args.out, overwrite=args.overwrite, progress=not args.quiet, model=args.model))
@@ -227,6 +233,15 @@ def _add_method(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
+
+
+def _add_app(sub: Any) -> None:
+    p = _add(sub, "app", cmd_app, "annotate, track, correct and export in a local web page")
+    p.add_argument("video", nargs="?", help="video file or folder of frames to open")
+    p.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    p.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1, this "
+                   "machine only)")
+    _add_method(p)
 
 
 def _add_tracking(sub: Any) -> None:
@@ -327,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"colortrack {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_tracking(sub)
+    _add_app(sub)
     _add_benchmarks(sub)
     _add_model_commands(sub)
     return parser

@@ -158,11 +158,10 @@ class Session:
         frames = (self.frame(i) for i in range(len(self.frames)))
         try:
             if mode == "masks":
-                self.tracks, results = [], {}
+                self.tracks, self.results = [], {}  # filled as frames come, for the page
                 for index, _, ids in tracker.track_frames(frames, masks):
-                    results[index] = _png(ids)
+                    self.results[index] = _png(ids)
                     self.progress["done"] = index + 1
-                self.results = results
             else:
                 xy = np.array(self.points, np.float32)
                 names = tuple(f"point{i + 1}" for i in range(len(xy)))

@@ -26,6 +26,8 @@ DAVIS_METHODS = {
     "model": "the shipped model (learned by colorization), default protocol",
     "model+pixels": "the shipped model's affinity plus raw Lab's (T = 0.05 and 50, as each "
                     "alone), default protocol",
+    "model-mid": "the shipped model also given the true mask of the middle frame, as one "
+                 "correction by a user (`--annotated-frames mid`; that frame then scores as given)",
     "model-fp32": "the same in float32 throughout (`--set precision=fp32`)",
     "model-bf16": "the same with bf16 window products choosing the top-k, the default before "
                   "int8 (`--set precision=bf16`)",
@@ -36,6 +38,7 @@ DAVIS_METHODS = {
                           "(`--set global_first=true`)",
 }
 EXTRA_ARGS = {
+    "model-mid": ["--method", "model", "--annotated-frames", "mid"],
     "model-fp32": ["--method", "model", "--set", "precision=fp32"],
     "model-bf16": ["--method", "model", "--set", "precision=bf16"],
     "model-r8": ["--method", "model", "--set", "radius=8"],

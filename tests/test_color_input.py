@@ -81,6 +81,19 @@ def test_the_target_color_is_reached_only_by_copying():
     assert probs_a[:, 8:].abs().max() == 0  # no color the references lack
 
 
+def test_colorize_shows_a_color_model_its_frames_with_chroma_hidden():
+    """A color model colorizing gray video sees every frame, the color reference too, with its
+    chroma hidden, as training showed them; tracking sees full color."""
+    frame = random_frames(1)[0]
+    encoder = Encoder(LAB).eval()
+    hidden = FrameEncoder(encoder, precision="fp32", gray=True).image(frame)[0]
+    full = FrameEncoder(encoder, precision="fp32").image(frame)[0]
+    h, w = frame.shape[:2]
+    assert (hidden[1:] == 0).all() and full[1:].abs().amax() > 10
+    torch.testing.assert_close(hidden[0, :h, :w], 50 + 3 * (fast_lab(frame)[0] - 50))
+    torch.testing.assert_close(full[:, :h, :w], fast_lab(frame))
+
+
 def test_draw_hidden_hides_a_or_b_or_both_at_the_set_odds():
     hidden = draw_hidden(30_000, 1 / 3, torch.Generator().manual_seed(0))
     both = hidden.all(1).float().mean()

@@ -74,6 +74,16 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     return rgb.clamp(0, 1)
 
 
+def hide_chroma(lab: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """Lab (..., 3, H, W) with the chroma channels that `hidden` (..., 2) marks set to zero (no
+    color), and the rest rescaled by 3 / (3 - hidden), as dropout does, about the encoder's
+    input centre (L 50, ab 0): what a color model sees when training hides chroma."""
+    kept = torch.cat([torch.ones_like(hidden[..., :1]), ~hidden], -1).float()  # (..., 3)
+    scale = (kept * 3 / kept.sum(-1, keepdim=True))[..., None, None]
+    centre = torch.tensor([50.0, 0.0, 0.0], device=lab.device).view(3, 1, 1)
+    return (lab - centre) * scale + centre
+
+
 def kmeans(points: torch.Tensor, k: int, *, iterations: int = 50, seed: int = 0) -> torch.Tensor:
     """Lloyd's k-means with k-means++ seeding on (N, C) points; returns (k, C) centroids."""
     generator = torch.Generator().manual_seed(seed)

@@ -45,7 +45,7 @@ def recolor(frames: VideoReader, reference: np.ndarray, encoder: Encoder,
     ref_ab = F.avg_pool2d(padded_lab(reference, torch.device(device))[:, 1:], stride)
     classes = quantize(ref_ab, centroids.to(device))[0]  # on the embedding's (padded) grid
     ref_onehot = F.one_hot(classes, k).permute(2, 0, 1).float()
-    embed = FrameEncoder(encoder, device, normalize=False)
+    embed = FrameEncoder(encoder, device, normalize=False, gray=True)
     ref_embedding, _ = embed.step(reference, None)
     memory = Context(ref_embedding, ref_onehot, recent=0, radius=0)
     cache = None

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from colortrack.checkpoint import load_model
-from colortrack.color import lightness, rgb_to_lab
+from colortrack.color import hide_chroma, lightness, rgb_to_lab
 from colortrack.config import PropagationConfig
 from colortrack.errors import UsageError
 from colortrack.model import Encoder, fused_for_inference
@@ -123,7 +123,7 @@ class FrameEncoder:
     """Streams frames through the encoder: one trunk pass and one cached head step per frame."""
 
     def __init__(self, encoder: Encoder, device: str | torch.device = "cpu",
-                 normalize: bool = True, precision: str = "fp32") -> None:
+                 normalize: bool = True, precision: str = "fp32", gray: bool = False) -> None:
         self.device = torch_device(device)
         self.dtype = encoder_dtype(precision, self.device)
         # A copy in the encoder's dtype rather than autocast: the same embeddings (bitwise, on
@@ -131,11 +131,17 @@ class FrameEncoder:
         self.encoder = fused_for_inference(encoder).to(self.device, self.dtype)
         self.normalize = normalize
         self.color = encoder.cfg.input == "Lab"
+        self.gray = gray  # a color model then sees gray frames as training hid chroma
 
     def image(self, frame: np.ndarray) -> torch.Tensor:
-        """(H, W, 3) uint8 RGB -> (1, C, H', W'), L or Lab as the encoder takes it, edge-padded
-        to a multiple of the stride."""
-        image = fast_lab(frame) if self.color else lightness(frame)[None]
+        """(H, W, 3) uint8 RGB -> (1, C, H', W'), L or Lab as the encoder takes it (Lab with
+        chroma hidden for `gray`), edge-padded to a multiple of the stride."""
+        if not self.color:
+            image = lightness(frame)[None]
+        elif self.gray:
+            image = hide_chroma(fast_lab(frame), torch.tensor([True, True]))
+        else:
+            image = fast_lab(frame)
         padded = pad_to_stride(image.to(self.device)[None])
         return padded.contiguous(memory_format=torch.channels_last)
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from colortrack.checkpoint import Checkpoints, load_model, load_optimizer, read_state
 from colortrack.clips import ClipDataset, find_videos
-from colortrack.color import kmeans, lab_to_rgb, quantize, rgb_to_lab
+from colortrack.color import hide_chroma, kmeans, lab_to_rgb, quantize, rgb_to_lab
 from colortrack.config import ModelConfig, TrainConfig, from_dict, override, preset, to_dict
 from colortrack.errors import ColortrackError, Terminated, UsageError
 from colortrack.io_utils import atomic_path
@@ -35,16 +35,6 @@ from colortrack.learned import torch_device
 from colortrack.model import Encoder, colorization_loss
 
 log = logging.getLogger(__name__)
-
-
-def hide_chroma(lab: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-    """Lab (B, T, 3, S, S) with the chroma channels that `hidden` (B, 2) marks set to zero (no
-    color) in every frame, and the rest rescaled by 3 / (3 - hidden), as dropout does, about
-    the encoder's input centre (L 50, ab 0)."""
-    kept = torch.cat([torch.ones_like(hidden[:, :1]), ~hidden], 1).float()  # (B, 3)
-    scale = (kept * 3 / kept.sum(1, keepdim=True)).view(-1, 1, 3, 1, 1)
-    centre = torch.tensor([50.0, 0.0, 0.0], device=lab.device).view(1, 1, 3, 1, 1)
-    return (lab - centre) * scale + centre
 
 
 def to_lab_batch(clips: torch.Tensor, centroids: torch.Tensor, input: str = "L",
@@ -65,7 +55,7 @@ def to_lab_batch(clips: torch.Tensor, centroids: torch.Tensor, input: str = "L",
         return lab[:, :, :1], classes, target
     if hidden is None:
         hidden = torch.ones(b, 2, dtype=torch.bool, device=lab.device)
-    return hide_chroma(lab, hidden), classes, target
+    return hide_chroma(lab, hidden[:, None]), classes, target
 
 
 def draw_hidden(count: int, drop_both: float, generator: torch.Generator) -> torch.Tensor:

@@ -77,3 +77,20 @@ def test_track_takes_a_mask_folder_from_the_command_line(tmp_path):
 
     assert np.array_equal(read_mask(out / "00005.png"), masks[5])
     assert iou(read_mask(out / "00009.png") == 2, masks[9] == 2) > 0.4
+
+
+def test_later_keypoint_frames_are_corrections_tracked_on(tmp_path):
+    from colortrack.keypoints import write_track_json
+
+    video, _ = square_on_texture(10)
+    center = lambda t: np.array([22 + 3 * t, 36], np.float32)  # noqa: E731 (the square's middle)
+    frames = [(0, np.array([[5.0, 5.0], center(0)]), np.array([True, False])),  # unseen at 0
+              (4, np.array([[5.0, 5.0], center(4)]), np.array([True, True]))]  # seen from 4
+    write_track_json(tmp_path / "points.json", ["corner", "middle"], (), frames)
+    tracker = Tracker(LearnedPropagator.pixels(SMALL))
+    run = tracker.track_points(iter(video), tmp_path / "points.json")
+    tracks = {i: (xy, v) for i, xy, v in run}
+    assert not tracks[3][1][1] and tracks[4][1][1]
+    assert np.array_equal(tracks[4][0], frames[1][1].astype(np.float32))  # as given
+    x, y = tracks[8][0][1]
+    assert tracks[8][1][1] and 10 + 3 * 8 <= x <= 34 + 3 * 8 and 24 <= y <= 48  # on the square

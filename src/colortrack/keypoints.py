@@ -21,7 +21,8 @@ The colortrack keypoint format (``colortrack-keypoints/1``) is one JSON object::
 - No other keys are allowed, so a misspelt key is an error rather than silently ignored.
 
 An annotation file for tracking is the same format: the entry with the smallest frame index
-(usually 0) gives the points to track. Tracks are written in it too, and as CSV.
+(usually 0) gives the points to track; later entries are corrections, which replace the tracked
+points of their frames and are tracked on. Tracks are written in it too, and as CSV.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from colortrack.io_utils import staged_dir
 from colortrack.keypoints import (
     Keypoints,
     check_in_image,
-    read_keypoints,
+    read_track_json,
     write_track_csv,
     write_track_json,
 )
@@ -173,6 +173,7 @@ class Tracker:
             labels = labels_of(pending.popleft())
             yield 0, first, labels
             stream = itertools.chain([first], iterator)
+            # `given` may be filled by labels_of (points: heatmaps need the frame's size).
             run = (self.propagator.propagate(stream, labels, given) if given
                    else self.propagator.propagate(stream, labels))
             for index, soft in enumerate(run, start=1):
@@ -233,25 +234,36 @@ class Tracker:
             yield index, ids
 
     def track_points_frames(
-        self, video: Video, points: Keypoints, *, start: int = 0, source: str | Path = "keypoints"
+        self, video: Video, points: Keypoints, *, start: int = 0, source: str | Path = "keypoints",
+        later: Mapping[int, Keypoints] | None = None,
     ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
         """(index, frame, xy, visible) from frame `start` (the annotated one) on.
 
-        `source` names the points (their file) in error messages.
+        `later` points (by frame index, after `start`) replace those frames' predictions and are
+        tracked on, as later masks are. `source` names the points (their file) in errors.
         """
         xy0 = np.asarray(points.xy, dtype=np.float32).reshape(-1, 2)
         visible0 = np.asarray(points.visible, dtype=bool).reshape(-1)
+        later = {i - start: p for i, p in (later or {}).items()}
+        given: dict[int, np.ndarray] = {}  # their heatmaps, once frame 0 gives the size
 
         def labels_of(frame: np.ndarray) -> np.ndarray:
-            check_in_image(points, frame.shape[1], frame.shape[0], source)
+            for keypoints in (points, *later.values()):
+                check_in_image(keypoints, frame.shape[1], frame.shape[0], source)
+            given.update({i: heatmaps(p.xy, p.visible, frame.shape[:2], self.sigma)
+                          for i, p in later.items()})
             return heatmaps(xy0, visible0, frame.shape[:2], self.sigma)
 
         empty = f"{source}: annotates frame {start} but {_name(video)} has no frame {start}"
         with _open(video) as frames:
             rest = itertools.islice(frames, start, None)
-            for index, frame, soft in self._propagate(rest, labels_of, empty):
-                decoded = decode_heatmaps(soft, self.visible_threshold, fallback=xy0)
-                xy, visible = (xy0, visible0) if index == 0 else decoded
+            for index, frame, soft in self._propagate(rest, labels_of, empty, given):
+                if index == 0 or index in later:
+                    chosen = points if index == 0 else later[index]
+                    xy, visible = (np.asarray(chosen.xy, np.float32).reshape(-1, 2),
+                                   np.asarray(chosen.visible, bool).reshape(-1))
+                else:
+                    xy, visible = decode_heatmaps(soft, self.visible_threshold, fallback=xy0)
                 yield start + index, frame, xy, visible
 
     def track_points(
@@ -261,17 +273,21 @@ class Tracker:
 
         Points read from a file start at the frame the file names; earlier frames are skipped.
         """
-        start, keypoints = _load_points(points)
+        start, keypoints, later = _load_points(points)
         source = points if isinstance(points, str | Path) else "keypoints"
-        run = self.track_points_frames(video, keypoints, start=start, source=source)
+        run = self.track_points_frames(video, keypoints, start=start, source=source, later=later)
         for index, _, xy, visible in run:
             yield index, xy, visible
 
 
-def _load_points(points: Keypoints | str | Path) -> tuple[int, Keypoints]:
-    if isinstance(points, str | Path):
-        return read_keypoints(points)
-    return 0, points
+def _load_points(points: Keypoints | str | Path) -> tuple[int, Keypoints, dict[int, Keypoints]]:
+    """The first annotated frame and its points, and the points of later annotated frames."""
+    if not isinstance(points, str | Path):
+        return 0, points, {}
+    names, skeleton, frames = read_track_json(points)
+    (start, xy, visible), rest = frames[0], frames[1:]
+    return (start, Keypoints(names, xy, visible, skeleton),
+            {i: Keypoints(names, p, v, skeleton) for i, p, v in rest})
 
 
 def _name(video: Video) -> str:
@@ -358,11 +374,12 @@ def track_points_to_dir(
     progress: bool = True,
 ) -> TrackSummary:
     """Write OUT/points.json, OUT/points.csv and OUT/overlay.mp4 with the skeleton drawn."""
-    start, keypoints = _load_points(points)
+    start, keypoints, later = _load_points(points)
     source = points if isinstance(points, str | Path) else "keypoints"
     started, track = time.perf_counter(), []
     with _writing(video, out_dir, overwrite, progress, points) as (stage, frames, writer, bar):
-        run = tracker.track_points_frames(frames, keypoints, start=start, source=source)
+        run = tracker.track_points_frames(frames, keypoints, start=start, source=source,
+                                          later=later)
         for index, frame, xy, visible in run:
             track.append((index, xy, visible))
             writer.write(draw_points(frame, xy, visible, keypoints.skeleton))

@@ -3,7 +3,8 @@
 # gray model on the same clips for the same steps, differing only in what the log names.
 #   bash benchmarks/train_color_ablation.sh RUNS ARM VIDEO_FOLDER [VIDEO_FOLDER ...]
 # ARM: gray (control), lab (color input, hidden chroma), gray-track (trained as tracking
-# runs), lab-track (both). Stop it at any time; the same command resumes it.
+# runs), lab-track (both); lab-keep (lab with L kept at its scale when chroma is hidden, added
+# after the first four were scored). Stop it at any time; the same command resumes it.
 set -euo pipefail
 runs=$1 arm=$2
 shift 2
@@ -18,6 +19,7 @@ case $arm in
   lab) extra=(--set input=Lab) ;;
   gray-track) extra=("${track[@]}") ;;
   lab-track) extra=(--set input=Lab "${track[@]}") ;;
+  lab-keep) extra=(--set input=Lab --set rescale_hidden=false) ;;
   *) echo "unknown arm $arm" >&2; exit 2 ;;
 esac
 if [ -e "$runs/$arm/latest" ]; then

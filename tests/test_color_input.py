@@ -1,6 +1,7 @@
 """Color-aware models: Lab input, hidden chroma in training, training as tracking runs, and the
 model+pixels tracker."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 from safetensors import safe_open
 
 from colortrack.checkpoint import default_model_path, load_model, save_model
-from colortrack.color import rgb_to_lab
+from colortrack.color import hide_chroma, rgb_to_lab
 from colortrack.config import ModelConfig, PropagationConfig, TrainConfig, preset
 from colortrack.errors import UsageError
 from colortrack.learned import FrameEncoder, LearnedPropagator, ModelAndPixels, fast_lab
@@ -65,6 +66,15 @@ def test_hidden_chroma_never_reaches_the_encoder():
         expected = (lab - torch.tensor([50.0, 0, 0]).view(3, 1, 1)) * scale
         torch.testing.assert_close(clip[:, kept] - torch.tensor([50.0, 0, 0])[kept].view(-1, 1, 1),
                                    expected[:, kept], atol=1e-3, rtol=1e-5)
+
+
+def test_hidden_chroma_can_leave_L_at_its_scale():
+    lab = rgb_to_lab(torch.from_numpy(random_frames(1)).permute(0, 3, 1, 2).float() / 255)
+    kept = hide_chroma(lab, torch.tensor([True, False]), rescale=False)
+    assert torch.equal(kept[:, :1], lab[:, :1]) and (kept[:, 1] == 0).all()
+    torch.testing.assert_close(kept[:, 2], lab[:, 2])
+    encoder = Encoder(dataclasses.replace(LAB, rescale_hidden=False))
+    assert FrameEncoder(encoder, gray=True).rescale is False
 
 
 def test_the_target_color_is_reached_only_by_copying():

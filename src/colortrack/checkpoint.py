@@ -67,8 +67,8 @@ def resolve(path: str | Path | None) -> Path:
 def _like(value: Any, default: Any, inner: bool = False) -> bool:
     """Whether a config value has its default's type: a positive int of sane size, or a tuple
     of them (1-64 items; a stage tuple inside `stages` has exactly its default's length)."""
-    if isinstance(default, str):
-        return isinstance(value, str)
+    if isinstance(default, str | bool):
+        return type(value) is type(default)
     if isinstance(default, tuple):
         if not isinstance(value, tuple):
             return False

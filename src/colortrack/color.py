@@ -74,11 +74,13 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     return rgb.clamp(0, 1)
 
 
-def hide_chroma(lab: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+def hide_chroma(lab: torch.Tensor, hidden: torch.Tensor, rescale: bool = True) -> torch.Tensor:
     """Lab (..., 3, H, W) with the chroma channels that `hidden` (..., 2) marks set to zero (no
-    color), and the rest rescaled by 3 / (3 - hidden), as dropout does, about the encoder's
-    input centre (L 50, ab 0): what a color model sees when training hides chroma."""
+    color), and with `rescale` the rest rescaled by 3 / (3 - hidden), as dropout does, about the
+    encoder's input centre (L 50, ab 0): what a color model sees when training hides chroma."""
     kept = torch.cat([torch.ones_like(hidden[..., :1]), ~hidden], -1).float()  # (..., 3)
+    if not rescale:
+        return lab * kept[..., None, None]
     scale = (kept * 3 / kept.sum(-1, keepdim=True))[..., None, None]
     centre = torch.tensor([50.0, 0.0, 0.0], device=lab.device).view(3, 1, 1)
     return (lab - centre) * scale + centre

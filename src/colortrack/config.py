@@ -26,6 +26,10 @@ class ModelConfig:
     # What the encoder sees: "L" (gray, the paper) or "Lab" (color; training hides the chroma
     # it must predict, MAST-style, so copying stays the only way to it).
     input: str = "L"
+    # Lab only: hidden chroma is zeroed and the kept channels rescaled by 3 / (3 - hidden), as
+    # dropout does (MAST); False zeroes it and keeps L at its scale (a gray model's weights
+    # then see the L they learned from).
+    rescale_hidden: bool = True
     stem_channels: int = 64
     stages: tuple[Stage, ...] = ((64, 2, 1, 1), (128, 2, 2, 1), (256, 2, 1, 2), (512, 2, 1, 4))
     head_channels: int = 256

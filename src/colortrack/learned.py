@@ -132,6 +132,7 @@ class FrameEncoder:
         self.normalize = normalize
         self.color = encoder.cfg.input == "Lab"
         self.gray = gray  # a color model then sees gray frames as training hid chroma
+        self.rescale = encoder.cfg.rescale_hidden
 
     def image(self, frame: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 RGB -> (1, C, H', W'), L or Lab as the encoder takes it (Lab with
@@ -139,7 +140,7 @@ class FrameEncoder:
         if not self.color:
             image = lightness(frame)[None]
         elif self.gray:
-            image = hide_chroma(fast_lab(frame), torch.tensor([True, True]))
+            image = hide_chroma(fast_lab(frame), torch.tensor([True, True]), self.rescale)
         else:
             image = fast_lab(frame)
         padded = pad_to_stride(image.to(self.device)[None])

@@ -38,13 +38,13 @@ log = logging.getLogger(__name__)
 
 
 def to_lab_batch(clips: torch.Tensor, centroids: torch.Tensor, input: str = "L",
-                 hidden: torch.Tensor | None = None, full_res: bool = False
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                 hidden: torch.Tensor | None = None, full_res: bool = False,
+                 rescale: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """uint8 (B, T, 3, S, S) -> the encoder's input (B, T, C, S, S), color classes
     (B, T, S/8, S/8) and, with `full_res`, the last frame's classes at (B, S, S).
 
     The input is L, or for `input` "Lab" the frames with the chroma channels `hidden` (B, 2)
-    hides (default: both, the paper's task)."""
+    hides (default: both, the paper's task), the rest rescaled or not (`rescale`)."""
     b, t = clips.shape[:2]
     lab = rgb_to_lab(clips.flatten(0, 1).float() / 255)
     ab = F.avg_pool2d(lab[:, 1:], Encoder.stride)
@@ -55,7 +55,7 @@ def to_lab_batch(clips: torch.Tensor, centroids: torch.Tensor, input: str = "L",
         return lab[:, :, :1], classes, target
     if hidden is None:
         hidden = torch.ones(b, 2, dtype=torch.bool, device=lab.device)
-    return hide_chroma(lab, hidden[:, None]), classes, target
+    return hide_chroma(lab, hidden[:, None], rescale), classes, target
 
 
 def draw_hidden(count: int, drop_both: float, generator: torch.Generator) -> torch.Tensor:
@@ -109,7 +109,8 @@ def validate(encoder: Encoder, clips: torch.Tensor, centroids: torch.Tensor,
     losses, accuracies, prior_losses, prior_accuracies = [], [], [], []
     for chunk in clips.split(16):
         inputs, classes, target = to_lab_batch(chunk.to(centroids.device), centroids,
-                                               encoder.cfg.input, full_res=cfg.full_res_loss)
+                                               encoder.cfg.input, full_res=cfg.full_res_loss,
+                                               rescale=encoder.cfg.rescale_hidden)
         loss, accuracy, _ = loss_of(encoder, cfg, inputs, classes, target, len(centroids))
         truth = (classes[:, -1] if target is None else target).flatten()
         losses.append(loss.item())
@@ -127,7 +128,7 @@ def initial_model(path: str, cfg: ModelConfig) -> tuple[Encoder, torch.Tensor]:
     model's first convolution starts a color one, with zero weights on a and b (so the color
     model begins as exactly the gray one)."""
     source, centroids, _ = load_model(path)
-    if dataclasses.replace(source.cfg, input=cfg.input) != cfg:
+    if dataclasses.replace(source.cfg, input=cfg.input, rescale_hidden=cfg.rescale_hidden) != cfg:
         raise UsageError(f"--set init={path}: that model's architecture is not this run's "
                          f"({source.cfg} against {cfg})")
     encoder = Encoder(cfg)
@@ -343,7 +344,7 @@ def run(videos: list[str | Path], *, preset: str | None = None, out: str | Path,
             draw = torch.Generator().manual_seed((cfg.seed * 1_000_003 + step) * world + rank)
             hidden = draw_hidden(len(clips), cfg.drop_both, draw).to(dev)
             inputs, classes, target = to_lab_batch(clips, centroids, model_cfg.input, hidden,
-                                                   cfg.full_res_loss)
+                                                   cfg.full_res_loss, model_cfg.rescale_hidden)
             loss, accuracy, probs = loss_of(model, cfg, inputs, classes, target,
                                             model_cfg.num_colors)
             if not math.isfinite(loss.item()):

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors import safe_open
 
 from colortrack.checkpoint import default_model_path, load_model, save_model
@@ -187,3 +188,20 @@ def test_training_settings_are_checked():
         TrainConfig(radius=-1)
     with pytest.raises(UsageError, match="drop_both"):
         TrainConfig(drop_both=1.5)
+
+
+def test_colorize_and_embed_take_a_color_model(videos, tmp_path):
+    from colortrack.cli import main
+    from colortrack.video import VideoReader
+
+    save_model(tmp_path / "lab.safetensors", Encoder(LAB), torch.randn(16, 2) * 20)
+    video = videos / "texture0.mp4"
+    with VideoReader(video) as reader:
+        Image.fromarray(next(iter(reader))).save(tmp_path / "reference.png")
+    model = ["--model", str(tmp_path / "lab.safetensors")]
+    assert main(["-q", "colorize", str(video), "--reference", str(tmp_path / "reference.png"),
+                 "--out", str(tmp_path / "colored.mp4"), *model]) == 0
+    assert main(["-q", "embed", str(video), "--out", str(tmp_path / "embedding.mp4"), *model]) == 0
+    for name in ("colored.mp4", "embedding.mp4"):
+        with VideoReader(tmp_path / name) as reader:
+            assert reader.info.num_frames == 40

@@ -28,6 +28,8 @@ def test_learns_to_colorize_better_than_the_color_prior(videos, tmp_path):
     assert float(last["val_loss"]) < 0.8 * float(last["prior_loss"])
     assert float(last["val_loss"]) < float(first["val_loss"])
     assert (out / "model.safetensors").is_file() and list((out / "previews").glob("*.png"))
+    pytest.importorskip("matplotlib")
+    assert (out / "metrics.png").stat().st_size > 10_000  # the curves, refreshed at each log
 
 
 def test_resume_continues_exactly(videos, tmp_path):

@@ -189,6 +189,14 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    analyze = _library("analysis", "analyze")
+    print(analyze(args.root, [args.predictions, *(args.compare or [])], args.out,
+                  model=args.model, colorize=not args.no_colorize, overwrite=args.overwrite))
+    print(f"wrote {Path(args.out) / 'report.html'}")
+    return 0
+
+
 def cmd_app(args: argparse.Namespace) -> int:
     serve = _library("app", "serve")
     serve(_propagator(args), args.video, host=args.host, port=args.port)
@@ -273,6 +281,17 @@ def _add_benchmarks(sub: Any) -> None:
     benches = _add(sub, "bench", None, "track and score a benchmark").add_subparsers(
         dest="benchmark", metavar="BENCHMARK", required=True
     )
+    p = _add(sub, "analyze", cmd_analyze, "where and why tracking fails: an HTML report")
+    p.add_argument("predictions", help="a `bench davis --out` folder (<seq>/<frame>.png)")
+    p.add_argument("--compare", nargs="+", metavar="DIR", help="other methods' predictions")
+    p.add_argument("--root", required=True, help="DAVIS root (JPEGImages/, Annotations/, "
+                   "db_info.yml for attributes)")
+    p.add_argument("--out", required=True, metavar="DIR", help="report folder")
+    p.add_argument("--model", help="model whose colorization is compared with tracking "
+                   "(default: the shipped one)")
+    p.add_argument("--no-colorize", action="store_true", help="skip the colorization pass")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier report")
+
     p = _add(benches, "davis", cmd_bench_davis, "track every DAVIS sequence, then score J&F")
     p.add_argument("--out", required=True, metavar="DIR", help="where predictions go")
     p.add_argument("--annotated-frames", metavar="0,mid", help="frames given their true masks "

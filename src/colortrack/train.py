@@ -1,6 +1,7 @@
 """Learn to track by colorizing: the training loop, from one CPU to many GPUs (torchrun).
 
-A run folder holds metrics.csv, previews/, model.safetensors (the latest weights, ready for
+A run folder holds metrics.csv (and metrics.png, its curves, where matplotlib is installed),
+previews/, model.safetensors (the latest weights, ready for
 `colortrack track --model`) and ckpt-<step>/ folders (weights, optimizer, state.json) written
 whole-or-nothing; `latest` names the newest complete one, which --resume continues exactly.
 """
@@ -25,6 +26,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from colortrack.analysis import plot_training
 from colortrack.checkpoint import Checkpoints, load_model, load_optimizer, read_state
 from colortrack.clips import ClipDataset, find_videos
 from colortrack.color import hide_chroma, kmeans, lab_to_rgb, quantize, rgb_to_lab
@@ -371,6 +373,8 @@ def run(videos: list[str | Path], *, preset: str | None = None, out: str | Path,
                     row |= {k: f"{v:.5f}" for k, v in validate(
                         encoder, val_clips, centroids, prior, cfg).items()}
                 metrics.write(row)
+                if "val_loss" in row or step == cfg.steps:  # the curves, beside metrics.csv
+                    plot_training(out / "metrics.csv", out / "metrics.png")
                 if board is not None:
                     for key, value in row.items():
                         if key != "step":

@@ -1,0 +1,313 @@
+"""`colortrack analyze`: where and why tracking fails, as a self-contained HTML report.
+
+From `colortrack bench davis` predictions of one or more methods: J&F over time per sequence,
+J&F by DAVIS attribute, each sequence's worst frames, and, given a model, how well it colorizes
+each video (copying frame 0's colors with the tracking protocol) beside how well it tracks it,
+as Vondrick et al. showed. Plots need matplotlib (pip install 'colortrack[plots]').
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from colortrack.annotations import read_mask
+from colortrack.davis import DavisDataset, evaluate_davis
+from colortrack.errors import ColortrackError, UsageError
+from colortrack.io_utils import staged_dir
+from colortrack.metrics import VOID_ID
+from colortrack.video import read_image
+from colortrack.visualize import overlay_mask
+
+log = logging.getLogger(__name__)
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("plots need matplotlib: pip install 'colortrack[plots]'") from None
+    return plt
+
+
+@dataclass(frozen=True)
+class MethodScores:
+    """Per-frame J&F (percent, frames 1..T-2) of one method, by sequence."""
+
+    name: str
+    frames: dict[str, np.ndarray]
+
+    def mean(self, sequence: str) -> float:
+        return float(np.mean(self.frames[sequence]))
+
+
+def score_predictions(root: str | Path, predictions: str | Path, name: str | None = None
+                      ) -> MethodScores:
+    """J&F of every frame of every sequence the predictions folder holds, averaged over
+    objects (the official per-frame J and F)."""
+    folder = Path(predictions)
+    if not folder.is_dir():
+        raise ColortrackError(f"{folder}: predictions folder not found")
+    sequences = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    report = evaluate_davis(root, folder, sequences=sequences or None)
+    frames = {s: 100 * ((x.j + x.f) / 2).mean(0) for s, x in report.scores.items()}
+    return MethodScores(name or folder.name, frames)
+
+
+def read_attributes(root: str | Path) -> dict[str, list[str]]:
+    """DAVIS's attributes per sequence, from ROOT/db_info.yml (empty where it is missing)."""
+    path = Path(root) / "db_info.yml"
+    if not path.is_file():
+        return {}
+    import yaml
+
+    try:
+        info = yaml.safe_load(path.read_text())
+        return {s["name"]: list(s.get("attributes") or []) for s in info["sequences"]}
+    except (yaml.YAMLError, KeyError, TypeError) as error:
+        raise ColortrackError(f"{path}: not a DAVIS db_info.yml ({error})") from None
+
+
+def by_attribute(methods: list[MethodScores], attributes: dict[str, list[str]]
+                 ) -> dict[str, dict[str, float]]:
+    """Mean J&F of the sequences having each attribute: {attribute: {method: J&F}}."""
+    sequences = list(methods[0].frames)
+    found = sorted({a for s in sequences for a in attributes.get(s, [])})
+    table = {}
+    for attribute in found:
+        having = [s for s in sequences if attribute in attributes.get(s, [])]
+        table[attribute] = {m.name: float(np.mean([m.mean(s) for s in having]))
+                            for m in methods}
+        table[attribute]["sequences"] = len(having)
+    return table
+
+
+def colorization_accuracy(root: str | Path, sequence: str, model: str | Path | None = None,
+                          frames: int | None = None) -> float:
+    """How well the model colorizes a video from its first frame: frame 0's 16 color classes
+    copied frame by frame with the tracking protocol (first frame + recent predictions, top-k,
+    radius), the share of pixels of frames 1.. whose most likely class is their true one."""
+    import torch
+    import torch.nn.functional as F
+
+    from colortrack.checkpoint import load_model
+    from colortrack.color import quantize
+    from colortrack.learned import LearnedPropagator, fast_lab
+
+    encoder, centroids, _ = load_model(model)
+    paths = DavisDataset(root, sequences=[sequence]).frame_paths(sequence)[:frames]
+
+    def classes(frame: np.ndarray) -> np.ndarray:
+        return quantize(fast_lab(frame)[None, 1:], centroids)[0].numpy()
+
+    first = read_image(paths[0])
+    one_hot = F.one_hot(torch.from_numpy(classes(first)), len(centroids))
+    labels = one_hot.permute(2, 0, 1).float().numpy()
+    propagator = LearnedPropagator(encoder)
+    right = total = 0
+    run = propagator.propagate((read_image(p) for p in paths), labels)
+    for path, soft in zip(paths[1:], run, strict=True):
+        truth = classes(read_image(path))
+        right += int((soft.argmax(0) == truth).sum())
+        total += truth.size
+    return 100 * right / max(total, 1)
+
+
+def _figure_html(plt, figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return _img(buffer.getvalue())
+
+
+def _img(data: bytes, alt: str = "", kind: str = "png") -> str:
+    text = base64.b64encode(data).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/{kind};base64,{text}">'
+
+
+def plot_over_time(plt, methods: list[MethodScores]):
+    sequences = list(methods[0].frames)
+    cols = min(5, len(sequences))
+    rows = -(-len(sequences) // cols)
+    figure, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False,
+                                sharey=True)
+    for ax, sequence in zip(axes.flat, sequences, strict=False):
+        for method in methods:
+            values = method.frames[sequence]
+            ax.plot(np.arange(1, len(values) + 1), values, label=method.name, linewidth=1.2)
+        ax.set_title(sequence, fontsize=9)
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(sequences):]:
+        ax.axis("off")
+    axes[0][0].set_ylabel("J&F")
+    axes[0][0].legend(fontsize=7)
+    figure.suptitle("J&F over time (frame index)", fontsize=11)
+    return figure
+
+
+def plot_attributes(plt, table: dict[str, dict[str, float]], methods: list[MethodScores]):
+    names = list(table)
+    figure, ax = plt.subplots(figsize=(min(14, 2 + 0.25 * len(names) * len(methods)), 3.2))
+    width = 0.8 / len(methods)
+    for i, method in enumerate(methods):
+        ax.bar(np.arange(len(names)) + i * width, [table[a][method.name] for a in names],
+               width, label=method.name)
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2,
+                  [f"{a}\n({int(table[a]['sequences'])})" for a in names], fontsize=8)
+    ax.set_ylabel("mean J&F")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    ax.set_title("J&F by DAVIS attribute (sequences with it)", fontsize=11)
+    return figure
+
+
+def plot_colorization(plt, accuracy: dict[str, float], method: MethodScores, r: float):
+    figure, ax = plt.subplots(figsize=(4.5, 3.6))
+    x = [accuracy[s] for s in accuracy]
+    y = [method.mean(s) for s in accuracy]
+    ax.scatter(x, y)
+    for s, xi, yi in zip(accuracy, x, y, strict=True):
+        ax.annotate(s, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("colorization accuracy (%)")
+    ax.set_ylabel(f"J&F of {method.name}")
+    ax.set_title(f"tracking against colorization (r = {r:.2f})", fontsize=10)
+    ax.grid(alpha=0.3)
+    return figure
+
+
+def worst_frames(root: str | Path, predictions: Path, sequence: str, values: np.ndarray,
+                 count: int = 3) -> list[tuple[int, bytes]]:
+    """(frame, JPEG) of the `count` frames with the lowest J&F: frame | truth | prediction."""
+    import cv2
+
+    dataset = DavisDataset(root, sequences=[sequence])
+    frames, masks = dataset.frame_paths(sequence), dataset.mask_paths(sequence)
+    out = []
+    for t in np.argsort(values)[:count] + 1:  # values start at frame 1
+        image = read_image(frames[t])
+        truth = read_mask(masks[t])
+        truth[truth == VOID_ID] = 0
+        predicted = read_mask(predictions / sequence / masks[t].name)
+        row = np.concatenate([image, overlay_mask(image, truth), overlay_mask(image, predicted)], 1)
+        row = cv2.resize(row, (row.shape[1] // 3, row.shape[0] // 3), interpolation=cv2.INTER_AREA)
+        jpeg = cv2.imencode(".jpg", row[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 80])[1]
+        out.append((int(t), jpeg.tobytes()))
+    return out
+
+
+def analyze(root: str | Path, predictions: list[str | Path], out: str | Path, *,
+            model: str | Path | None = None, colorize: bool = True, overwrite: bool = False
+            ) -> str:
+    """Write OUT/report.html (and its plots as PNGs beside it); return the text summary.
+
+    `predictions[0]` is the method analyzed in depth (worst frames, colorization); the others
+    are compared with it. With `colorize`, the model (the shipped one by default) colorizes each
+    sequence for the tracking-against-colorization plot."""
+    plt = _pyplot()
+    out = Path(out)
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ColortrackError(f"{out}: already holds a report; pass --overwrite to replace it")
+    methods = [score_predictions(root, p) for p in predictions]
+    if len({m.name for m in methods}) < len(methods):
+        methods = [MethodScores(str(p), m.frames) for p, m in zip(predictions, methods,
+                                                                   strict=True)]
+    sequences = list(methods[0].frames)
+    for m in methods[1:]:
+        if list(m.frames) != sequences:
+            raise ColortrackError(f"{m.name}: holds other sequences than {methods[0].name}")
+    attributes = read_attributes(root)
+    table = by_attribute(methods, attributes)
+    lines = [f"{'sequence':<20}" + "".join(f"{m.name:>14}" for m in methods)]
+    lines += [f"{s:<20}" + "".join(f"{m.mean(s):>14.1f}" for m in methods) for s in sequences]
+    lines.append(f"{'mean':<20}" + "".join(
+        f"{np.mean([m.mean(s) for s in sequences]):>14.1f}" for m in methods))
+    if table:
+        lines += ["", f"{'attribute (sequences)':<24}" + "".join(f"{m.name:>14}" for m in methods)]
+        lines += [f"{a + ' (' + str(int(v['sequences'])) + ')':<24}"
+                  + "".join(f"{v[m.name]:>14.1f}" for m in methods) for a, v in table.items()]
+    figures = {"over_time": plot_over_time(plt, methods)}
+    if table:
+        figures["attributes"] = plot_attributes(plt, table, methods)
+    accuracy: dict[str, float] = {}
+    if colorize:
+        accuracy = {s: colorization_accuracy(root, s, model) for s in sequences}
+        x = np.array(list(accuracy.values()))
+        y = np.array([methods[0].mean(s) for s in sequences])
+        r = float(np.corrcoef(x, y)[0, 1]) if len(x) > 2 and x.std() and y.std() else float("nan")
+        figures["colorization"] = plot_colorization(plt, accuracy, methods[0], r)
+        lines += ["", f"colorization accuracy against {methods[0].name}'s J&F: Pearson r = "
+                  f"{r:.2f} over {len(x)} sequences"]
+        lines += [f"  {s:<18} {accuracy[s]:6.1f} %  J&F {methods[0].mean(s):5.1f}"
+                  for s in sequences]
+    with staged_dir(out) as stage:
+        body = [f"<h1>colortrack analysis: {html.escape(methods[0].name)}</h1>",
+                f"<pre>{html.escape(chr(10).join(lines))}</pre>"]
+        for name, figure in figures.items():
+            figure.savefig(stage / f"{name}.png", dpi=90, bbox_inches="tight")
+            body.append(f"<h2>{name.replace('_', ' ')}</h2>" + _figure_html(plt, figure))
+        body.append(f"<h2>worst frames of {html.escape(methods[0].name)}: frame | truth | "
+                    "prediction</h2>")
+        for sequence in sequences:
+            shots = worst_frames(root, Path(predictions[0]), sequence, methods[0].frames[sequence])
+            body.append(f"<h3>{html.escape(sequence)}</h3>" + "".join(
+                f"<figure>{_img(jpeg, f'{sequence} frame {t}', 'jpeg')}<figcaption>frame {t}: "
+                f"J&F {methods[0].frames[sequence][t - 1]:.1f}</figcaption></figure>"
+                for t, jpeg in shots))
+        page = ("<!doctype html><html><head><meta charset='utf-8'><title>colortrack analysis"
+                "</title><style>body{font:14px system-ui,sans-serif;margin:16px}figure{display:"
+                "inline-block;margin:4px}img{max-width:100%}</style></head><body>" + "\n".join(body)
+                + "</body></html>")
+        (stage / "report.html").write_text(page)
+    return "\n".join(lines)
+
+
+def plot_training(metrics: str | Path, png: str | Path) -> bool:
+    """Loss, accuracy (training and held-out, with the color prior's) and learning rate of a
+    run's metrics.csv as a PNG, written atomically; False (nothing written) without
+    matplotlib."""
+    import csv
+
+    from colortrack.io_utils import atomic_path
+
+    try:
+        plt = _pyplot()
+    except UsageError:
+        return False
+    with open(metrics) as f:
+        rows = [r for r in csv.DictReader(f) if None not in r.values()]
+    if not rows:
+        return False
+
+    def series(key: str) -> tuple[list[int], list[float]]:
+        kept = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+        return [s for s, _ in kept], [v for _, v in kept]
+
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+    for ax, (title, keys) in zip(axes, [
+            ("loss", ("loss", "val_loss", "prior_loss")),
+            ("accuracy", ("accuracy", "val_accuracy", "prior_accuracy")),
+            ("learning rate", ("lr",))], strict=True):
+        for key in keys:
+            steps, values = series(key)
+            if steps:
+                ax.plot(steps, values, label=key, linewidth=1 if key in ("loss", "accuracy")
+                        else 1.8, alpha=0.6 if key in ("loss", "accuracy") else 1.0)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[2].set_yscale("log")
+    with atomic_path(png) as tmp:
+        figure.savefig(tmp, format="png", dpi=80, bbox_inches="tight")
+    plt.close(figure)
+    return True

@@ -171,6 +171,22 @@ tables in this section are 8×8's and the new tiles have not run on CUDA.
 """
 
 
+def analysis_plots(data: Path, out: Path, reuse: bool) -> str:
+    """`colortrack analyze` of the model against pixels and flow: its summary, and its plots
+    copied to docs/ for the README."""
+    folder, summary = out / "analysis", out / "analysis.txt"
+    if not (reuse and summary.is_file()):
+        result = subprocess.run(
+            [sys.executable, "-m", "colortrack", "-q", "analyze", str(out / "davis-model"),
+             "--compare", str(out / "davis-pixels"), str(out / "davis-flow"), "--root",
+             str(data / "davis2016-dev"), "--out", str(folder), "--overwrite"],
+            check=True, capture_output=True, text=True)
+        summary.write_text(result.stdout.rsplit("\nwrote ", 1)[0])
+    for name in ("over_time", "attributes", "colorization"):
+        (ROOT / "docs" / f"analysis-{name}.png").write_bytes((folder / f"{name}.png").read_bytes())
+    return summary.read_text().strip()
+
+
 def davis_table(results: dict[str, dict]) -> str:
     sequences = sorted(next(iter(results.values()))["sequences"])
     head = "| method | J&F | J | F | s/frame | " + " | ".join(sequences) + " |"
@@ -260,6 +276,7 @@ def main() -> None:
                                   ["--frames", "15", "--set", "precision=fp32"], args.out,
                                   args.reuse, tag="fp32")
     memory = script_table("bench_memory", ["--lengths", "100,1000,5000"], args.out, args.reuse)
+    analysis = analysis_plots(args.data, args.out, args.reuse)
     training = script_table("bench_train", ["--quick"], args.out, args.reuse)
     legend = "\n".join(f"- `{m}`: {text}" for m, text in DAVIS_METHODS.items())
     legend += "\n\n" + versus_pixels(davis["model"], davis["pixels"])
@@ -275,6 +292,16 @@ varied by up to ±20% between repeated runs of the same command; compare speeds 
 {davis_table(davis)}
 
 {legend}
+
+Where each method fails (`colortrack analyze` of `bench davis`'s outputs for the model, pixels
+and flow; the full report, with each sequence's worst frames, is `bench-results/analysis/`):
+
+![J&F over time per sequence](docs/analysis-over_time.png)
+![J&F by DAVIS attribute](docs/analysis-attributes.png)
+
+```
+{analysis}
+```
 
 BADJA animal keypoints on the dev sequences that have DAVIS frames here (camel, dog,
 horsejump-high), tracked from the first annotated frame, PCK against the box of the visible

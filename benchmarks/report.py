@@ -179,10 +179,11 @@ def analysis_plots(data: Path, out: Path, reuse: bool) -> str:
         result = subprocess.run(
             [sys.executable, "-m", "colortrack", "-q", "analyze", str(out / "davis-model"),
              "--compare", str(out / "davis-pixels"), str(out / "davis-flow"), "--root",
-             str(data / "davis2016-dev"), "--out", str(folder), "--overwrite"],
+             str(data / "davis2016-dev"), "--out", str(folder), "--overwrite",
+             "--keypoints", str(out / "badja-model"), "--badja-root", str(data / "badja")],
             check=True, capture_output=True, text=True)
         summary.write_text(result.stdout.rsplit("\nwrote ", 1)[0])
-    for name in ("over_time", "attributes", "colorization"):
+    for name in ("over_time", "attributes", "colorization", "keypoints"):
         (ROOT / "docs" / f"analysis-{name}.png").write_bytes((folder / f"{name}.png").read_bytes())
     return summary.read_text().strip()
 

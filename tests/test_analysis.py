@@ -52,3 +52,24 @@ def test_colorization_accuracy_is_a_percentage(predictions):
 
     value = colorization_accuracy(predictions[0], "multi")
     assert 0 <= value <= 100 and np.isfinite(value)
+
+
+def test_keypoint_accuracy_by_distance_from_the_annotated_frame(davis, tmp_path):  # noqa: F811
+    import json
+
+    from colortrack.analysis import pck_by_distance
+    from colortrack.keypoints import BADJA_JOINT_INDICES, BADJA_JOINTS, write_track_json
+
+    rng = np.random.default_rng(0)
+    rows, cols = rng.uniform(100, 1000, 37), rng.uniform(100, 1800, 37)  # at 1920x1080
+    entries = [{"image_path": f"x/{t:05d}.jpg", "visibility": [1] * 37,
+                "joints": [[r, c] for r, c in zip(rows, cols, strict=True)]} for t in (0, 2, 3)]
+    (tmp_path / "badja" / "joint_annotations").mkdir(parents=True)
+    (tmp_path / "badja" / "joint_annotations" / "single.json").write_text(json.dumps(entries))
+    xy = np.stack([cols, rows], 1)[list(BADJA_JOINT_INDICES)] * [48 / 1920, 32 / 1080]
+    near, far = xy.astype(np.float32), (xy + [0, 20]).astype(np.float32)
+    track = [(t, near if t < 3 else far, np.ones(20, bool)) for t in range(5)]
+    (tmp_path / "tracks" / "single").mkdir(parents=True)
+    write_track_json(tmp_path / "tracks" / "single" / "points.json", BADJA_JOINTS, (), track)
+    curve = pck_by_distance(tmp_path / "tracks", tmp_path / "badja", davis, bin_frames=2)
+    assert curve == {2: 50.0}  # frame 2 exact, frame 3 far off; both 2-3 frames on

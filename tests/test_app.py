@@ -145,6 +145,10 @@ def test_a_correction_with_the_brush_and_points_on_frame_0(page, served, tmp_pat
     for x, y in ((400, 200), (420, 300)):
         drag_box(page, (x, y, x, y))
     expect(page.locator("#message")).not_to_have_class("error")
+    for _ in range(100):  # the clicks' requests are asynchronous
+        if len(served[1].points) == 2:
+            break
+        page.wait_for_timeout(100)
     assert len(served[1].points) == 2
     page.click("#propagate-points")
     expect(page.locator("#message")).to_contain_text("tracked", timeout=120_000)

@@ -122,6 +122,45 @@ def colorization_accuracy(root: str | Path, sequence: str, model: str | Path | N
     return 100 * right / max(total, 1)
 
 
+def pck_by_distance(tracks: str | Path, badja_root: str | Path, davis_root: str | Path,
+                    bin_frames: int = 10) -> dict[int, float]:
+    """PCK@0.2 of `bench badja` tracks (TRACKS/<seq>/points.json) by distance from the first
+    annotated frame: {first frame of the bin: PCK over every joint scored in it}."""
+    from colortrack.keypoints import read_badja, read_track_json
+    from colortrack.metrics import pck
+
+    hits: dict[int, list[float]] = {}
+    for folder in sorted(p for p in Path(tracks).iterdir() if (p / "points.json").is_file()):
+        frames = sorted((Path(davis_root) / "JPEGImages" / "480p" / folder.name).glob("*.jpg"))
+        annotation = Path(badja_root) / "joint_annotations" / f"{folder.name}.json"
+        if not frames or not annotation.is_file():
+            continue
+        size = read_image(frames[0]).shape[1::-1]
+        truth = {f: (xy, seen) for f, xy, seen in read_badja(annotation, image_size=size)}
+        start = min(truth)
+        predicted = {f: xy for f, xy, _ in read_track_json(folder / "points.json")[2]}
+        for frame in sorted(truth):
+            if frame > start and frame in predicted and truth[frame][1].any():
+                xy, seen = truth[frame]
+                score = pck(predicted[frame][None], xy[None], seen[None], (0.2,), "box")
+                hits.setdefault((frame - start) // bin_frames * bin_frames, []).append(
+                    score["PCK@0.2"])
+    if not hits:
+        raise ColortrackError(f"{tracks}: no BADJA track matches {badja_root}")
+    return {d: float(np.mean(v)) for d, v in sorted(hits.items())}
+
+
+def plot_pck(plt, curve: dict[int, float]):
+    figure, ax = plt.subplots(figsize=(4.5, 3.2))
+    ax.plot(list(curve), list(curve.values()), marker="o")
+    ax.set_xlabel("frames since the annotated one")
+    ax.set_ylabel("PCK@0.2")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.set_title("keypoints: accuracy against distance", fontsize=10)
+    return figure
+
+
 def _figure_html(plt, figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
@@ -206,13 +245,14 @@ def worst_frames(root: str | Path, predictions: Path, sequence: str, values: np.
 
 
 def analyze(root: str | Path, predictions: list[str | Path], out: str | Path, *,
-            model: str | Path | None = None, colorize: bool = True, overwrite: bool = False
-            ) -> str:
+            model: str | Path | None = None, colorize: bool = True, overwrite: bool = False,
+            keypoints: str | Path | None = None, badja_root: str | Path | None = None) -> str:
     """Write OUT/report.html (and its plots as PNGs beside it); return the text summary.
 
     `predictions[0]` is the method analyzed in depth (worst frames, colorization); the others
     are compared with it. With `colorize`, the model (the shipped one by default) colorizes each
-    sequence for the tracking-against-colorization plot."""
+    sequence for the tracking-against-colorization plot. `keypoints` (`bench badja` tracks, with
+    `badja_root`) adds PCK against the distance from the annotated frame."""
     plt = _pyplot()
     out = Path(out)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -249,6 +289,13 @@ def analyze(root: str | Path, predictions: list[str | Path], out: str | Path, *,
                   f"{r:.2f} over {len(x)} sequences"]
         lines += [f"  {s:<18} {accuracy[s]:6.1f} %  J&F {methods[0].mean(s):5.1f}"
                   for s in sequences]
+    if keypoints is not None:
+        if badja_root is None:
+            raise UsageError("keypoint tracks need --badja-root, the BADJA annotations")
+        curve = pck_by_distance(keypoints, badja_root, root)
+        figures["keypoints"] = plot_pck(plt, curve)
+        lines += ["", "PCK@0.2 by frames since the annotated one: " + ", ".join(
+            f"{d}-{d + 9}: {v:.1f}" for d, v in curve.items())]
     with staged_dir(out) as stage:
         body = [f"<h1>colortrack analysis: {html.escape(methods[0].name)}</h1>",
                 f"<pre>{html.escape(chr(10).join(lines))}</pre>"]

@@ -192,7 +192,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     analyze = _library("analysis", "analyze")
     print(analyze(args.root, [args.predictions, *(args.compare or [])], args.out,
-                  model=args.model, colorize=not args.no_colorize, overwrite=args.overwrite))
+                  model=args.model, colorize=not args.no_colorize, overwrite=args.overwrite,
+                  keypoints=args.keypoints, badja_root=args.badja_root))
     print(f"wrote {Path(args.out) / 'report.html'}")
     return 0
 
@@ -290,6 +291,9 @@ def _add_benchmarks(sub: Any) -> None:
     p.add_argument("--model", help="model whose colorization is compared with tracking "
                    "(default: the shipped one)")
     p.add_argument("--no-colorize", action="store_true", help="skip the colorization pass")
+    p.add_argument("--keypoints", metavar="DIR", help="`bench badja --out` tracks: PCK against "
+                   "the distance from the annotated frame")
+    p.add_argument("--badja-root", metavar="DIR", help="BADJA folder, with --keypoints")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier report")
 
     p = _add(benches, "davis", cmd_bench_davis, "track every DAVIS sequence, then score J&F")

@@ -1,6 +1,7 @@
 """Color: exact sRGB <-> CIE Lab (D65) in batched torch, and k-means quantization of the ab plane.
 
-The network sees only L; it learns by predicting which of K ab clusters each location has.
+A gray model sees only L (a color model sees Lab with chroma hidden in training); both learn
+by predicting which of K ab clusters each location has.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ _LUMINANCE = _luminance_tables()
 
 def lightness(rgb: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 sRGB -> (H, W) float32 L of `rgb_to_lab` (to 1e-4), through per-byte
-    tables: the encoder sees only L, and this is 7x faster than the full conversion (OpenCV's
+    tables: a gray encoder sees only L, and this is 7x faster than the full conversion (OpenCV's
     lookup, 2.0 ms at 480p, against 5.5 for NumPy's gathers of the same table)."""
     parts = cv2.LUT(np.ascontiguousarray(rgb), _LUMINANCE)
     y = parts[..., 0] + parts[..., 1] + parts[..., 2]

@@ -49,7 +49,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to learn by colorization: clips of `refs` color frames + 1 gray target."""
+    """How to learn by colorization: clips of `refs` color frames + 1 target whose colors
+    are hidden."""
 
     size: int = 256  # square crop side, in pixels
     refs: int = 3

@@ -103,7 +103,7 @@ def training(name: str, batch: int, repeats: int, device: torch.device) -> tuple
     amp = device.type == "cuda"  # as `colortrack train` runs
 
     def step() -> None:
-        lightness, classes = to_lab_batch(clips, centroids)
+        lightness, classes, _ = to_lab_batch(clips, centroids)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             embeddings = encoder(lightness)
         loss, _, _ = colorization_loss(embeddings.float(), classes, cfg.model.num_colors,

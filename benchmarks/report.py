@@ -315,7 +315,8 @@ joints (`colortrack bench badja`):
 Tracking at 480p, ms per frame by stage, on the first 40 frames of DAVIS `dog`, with the default
 settings at the default radius (12 cells) and smaller ones (J&F of each in the table above). The
 timed path is `colortrack track`'s own (`track_to_dir`: palette PNGs and the overlay video); each
-row is the fastest of 3 runs. On this shared 2-core machine the default row ranged from 67 to
+row is the fastest of 3 runs; the table is one such run, and the machine's speed drifts. In
+earlier runs on this shared 2-core machine the default row ranged from 67 to
 79 ms (12.7–15.0 frames/s, 1.58–1.85× flow) over 9 invocations of such a command with the
 current code, as other jobs came and went (flow itself took 41–44 ms); 77–92 ms (1.71–1.89×
 flow) over 6 with the C kernel on one thread, and 86–108 ms (1.95–2.19× flow) over 7 before the

@@ -46,6 +46,16 @@ def test_resume_continues_exactly(videos, tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-5)
 
 
+def test_the_command_exits_with_data_workers(videos, tmp_path):
+    """Data workers ignore SIGTERM, so the run must stop them itself; a run that wrote its
+    curves (held-out clips, matplotlib) once waited on them forever after its last line."""
+    settings = sum((["--set", s] for s in [*TINY, "workers=2", "holdout=texture1"]), [])
+    command = [sys.executable, "-m", "colortrack", "-q", "train", str(videos), "--out",
+               str(tmp_path / "run"), "--steps", "5", *settings]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_two_process_ddp_on_cpu(videos, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",

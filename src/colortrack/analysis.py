@@ -326,9 +326,9 @@ def plot_training(metrics: str | Path, png: str | Path) -> bool:
 
     from colortrack.io_utils import atomic_path
 
-    try:
-        plt = _pyplot()
-    except UsageError:
+    try:  # the object API: no pyplot state in a training process
+        from matplotlib.figure import Figure
+    except ImportError:
         return False
     with open(metrics) as f:
         rows = [r for r in csv.DictReader(f) if None not in r.values()]
@@ -339,7 +339,8 @@ def plot_training(metrics: str | Path, png: str | Path) -> bool:
         kept = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
         return [s for s, _ in kept], [v for _, v in kept]
 
-    figure, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+    figure = Figure(figsize=(13, 3.2))
+    axes = figure.subplots(1, 3)
     for ax, (title, keys) in zip(axes, [
             ("loss", ("loss", "val_loss", "prior_loss")),
             ("accuracy", ("accuracy", "val_accuracy", "prior_accuracy")),
@@ -356,5 +357,4 @@ def plot_training(metrics: str | Path, png: str | Path) -> bool:
     axes[2].set_yscale("log")
     with atomic_path(png) as tmp:
         figure.savefig(tmp, format="png", dpi=80, bbox_inches="tight")
-    plt.close(figure)
     return True

@@ -396,6 +396,10 @@ def run(videos: list[str | Path], *, preset: str | None = None, out: str | Path,
                 break
     finally:
         bar.close()
+        # The workers ignore SIGTERM (_leave_signals_to_main), which is how multiprocessing's
+        # exit handler stops daemonic children: left to it, an exit could wait on them forever.
+        if getattr(loader, "_iterator", None) is not None:
+            loader._iterator._shutdown_workers()
         for s, handler in previous.items():
             signal.signal(s, handler)
         if world > 1:

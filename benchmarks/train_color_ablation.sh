@@ -4,7 +4,8 @@
 #   bash benchmarks/train_color_ablation.sh RUNS ARM VIDEO_FOLDER [VIDEO_FOLDER ...]
 # ARM: gray (control), lab (color input, hidden chroma), gray-track (trained as tracking
 # runs), lab-track (both); lab-keep (lab with L kept at its scale when chroma is hidden, added
-# after the first four were scored). Stop it at any time; the same command resumes it.
+# after the first four were scored); lab-keep-long (lab-keep for 4x the steps). Stop it at any
+# time; the same command resumes it.
 set -euo pipefail
 runs=$1 arm=$2
 shift 2
@@ -20,6 +21,8 @@ case $arm in
   gray-track) extra=("${track[@]}") ;;
   lab-track) extra=(--set input=Lab "${track[@]}") ;;
   lab-keep) extra=(--set input=Lab --set rescale_hidden=false) ;;
+  lab-keep-long) extra=(--set input=Lab --set rescale_hidden=false --steps 4800
+                        --set lr_drop_step=2880) ;;
   *) echo "unknown arm $arm" >&2; exit 2 ;;
 esac
 if [ -e "$runs/$arm/latest" ]; then

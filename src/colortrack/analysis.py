@@ -161,11 +161,12 @@ def plot_pck(plt, curve: dict[int, float]):
     return figure
 
 
-def _figure_html(plt, figure) -> str:
+def _png_of(plt, figure) -> bytes:
+    """The figure as PNG bytes, closed: written beside the report and embedded in it."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     plt.close(figure)
-    return _img(buffer.getvalue())
+    return buffer.getvalue()
 
 
 def _img(data: bytes, alt: str = "", kind: str = "png") -> str:
@@ -300,8 +301,9 @@ def analyze(root: str | Path, predictions: list[str | Path], out: str | Path, *,
         body = [f"<h1>colortrack analysis: {html.escape(methods[0].name)}</h1>",
                 f"<pre>{html.escape(chr(10).join(lines))}</pre>"]
         for name, figure in figures.items():
-            figure.savefig(stage / f"{name}.png", dpi=90, bbox_inches="tight")
-            body.append(f"<h2>{name.replace('_', ' ')}</h2>" + _figure_html(plt, figure))
+            png = _png_of(plt, figure)
+            (stage / f"{name}.png").write_bytes(png)
+            body.append(f"<h2>{name.replace('_', ' ')}</h2>" + _img(png))
         body.append(f"<h2>worst frames of {html.escape(methods[0].name)}: frame | truth | "
                     "prediction</h2>")
         for sequence in sequences:

@@ -230,7 +230,7 @@ def model_card(run: Path) -> str:
     cfg = state["train_config"]
     recipe = run / "recipe.sh"
     commands = recipe.read_text().strip() if recipe.is_file() else (
-        f"colortrack train ../shared/data/train-videos --preset {state['preset']} --out runs/cpu "
+        f"colortrack train train-videos/ --preset {state['preset']} --out runs/cpu "
         f"\\\n  --steps {state['step']} --set holdout={','.join(cfg['holdout'])}\n"
         "cp runs/cpu/model.safetensors src/colortrack/assets/model.safetensors")
     return f"""
@@ -238,7 +238,7 @@ def model_card(run: Path) -> str:
 batch {cfg['batch']} ({state['step'] * cfg['batch']:,} clips of {cfg['refs']} + 1 frames,
 {cfg['size']}×{cfg['size']}, {cfg['fps']:g} fps), Adam lr {cfg['lr']:g} → {cfg['lr_final']:g} at
 step {cfg['lr_drop_step']}, about {hours:.1f} hours on 2 CPU cores (shared with development work),
-trained only on `../shared/data/train-videos` minus the held-out videos
+trained only on `train-videos/` (58 public clips) minus the held-out videos
 `{', '.join(cfg['holdout'])}` (none of the davis2016-dev sequences). Held-out colorization at
 step {last['step']}: loss {float(last['val_loss']):.3f}, accuracy
 {float(last['val_accuracy']):.3f}, against the color prior's {float(last['prior_loss']):.3f} and
@@ -284,7 +284,7 @@ def main() -> None:
     text = f"""
 ## Results
 
-DAVIS-2016 dev split (10 sequences of DAVIS-2016 val, 691 frames, `../shared/data/davis2016-dev`),
+DAVIS-2016 dev split (10 sequences of DAVIS-2016 val, 691 frames, in the official DAVIS layout),
 semi-supervised protocol (first-frame mask given; J&F as the official davis2017-evaluation code),
 default propagation settings unless named, on 2 CPU cores. Per-sequence columns are J&F.
 s/frame is the end-to-end wall time of `bench davis` (decode to PNG). Wall times on this machine

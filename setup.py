@@ -1,6 +1,6 @@
-"""Builds the optional native copy kernel (src/colortrack/_window.c); everything else is in
+"""Builds the optional native copy kernel (src/colortrack/copy/_window.c); everything else is in
 pyproject.toml. `optional=True`: where no C compiler is found the install still succeeds and
-tracking runs the same protocol in PyTorch (colortrack.propagation.native is then None)."""
+tracking runs the same protocol in PyTorch (colortrack.copy.propagate.native is then None)."""
 
 import sys
 
@@ -30,7 +30,7 @@ class BuildWithOrWithoutOpenMP(build_ext):
 
 
 setup(
-    ext_modules=[Extension("colortrack._window", ["src/colortrack/_window.c"],
+    ext_modules=[Extension("colortrack.copy._window", ["src/colortrack/copy/_window.c"],
                            extra_compile_args=["-O3", *OPENMP], extra_link_args=OPENMP,
                            optional=True)],
     cmdclass={"build_ext": BuildWithOrWithoutOpenMP},

@@ -25,12 +25,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-import colortrack.learned as learned
-import colortrack.propagation as propagation
+import colortrack.copy.propagate as propagation
+import colortrack.track.propagator as learned
 from colortrack.config import PropagationConfig, override
-from colortrack.davis import DavisDataset
-from colortrack.metrics import VOID_ID
-from colortrack.propagation import Tile
+from colortrack.copy.propagate import Tile
+from colortrack.data.davis import DavisDataset
+from colortrack.eval.metrics import VOID_ID
 
 ROOT = Path(__file__).resolve().parents[1]
 DAVIS = ROOT.parent / "shared" / "data" / "davis2016-dev"

@@ -55,7 +55,7 @@ def child(length: int, width: int, height: int, settings: list[str],
     import torch
 
     from colortrack.config import PropagationConfig, override
-    from colortrack.tracking import Tracker
+    from colortrack.track.tracking import Tracker
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     tracker = Tracker.from_pretrained(propagation=override(PropagationConfig(), settings),

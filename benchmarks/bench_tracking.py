@@ -38,15 +38,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-import colortrack.learned as learned
-import colortrack.tracking as tracking
-from colortrack.annotations import read_mask
+import colortrack.track.propagator as learned
+import colortrack.track.tracking as tracking
 from colortrack.config import PropagationConfig, override
-from colortrack.davis import DavisDataset
-from colortrack.metrics import VOID_ID
-from colortrack.tracking import Tracker, track_to_dir
-from colortrack.video import VideoReader
-from colortrack.video_writer import VideoWriter
+from colortrack.data.annotations import read_mask
+from colortrack.data.davis import DavisDataset
+from colortrack.data.video import VideoReader
+from colortrack.data.video_writer import VideoWriter
+from colortrack.eval.metrics import VOID_ID
+from colortrack.track.tracking import Tracker, track_to_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 DAVIS = ROOT.parent / "shared" / "data" / "davis2016-dev"

@@ -31,12 +31,17 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from colortrack.checkpoint import load_model
-from colortrack.clips import ClipDataset, find_videos
 from colortrack.config import preset
-from colortrack.learned import native_bf16
-from colortrack.model import Encoder, colorization_loss, fused_for_inference, gflops_per_frame
-from colortrack.train import to_lab_batch
+from colortrack.model.checkpoint import load_model
+from colortrack.model.network import (
+    Encoder,
+    colorization_loss,
+    fused_for_inference,
+    gflops_per_frame,
+)
+from colortrack.track.propagator import native_bf16
+from colortrack.training.clips import ClipDataset, find_videos
+from colortrack.training.train import to_lab_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEOS = ROOT.parent / "shared" / "data" / "train-videos"

@@ -11,10 +11,10 @@ import os
 import sys
 from pathlib import Path
 
-from colortrack.annotations import read_mask, write_mask
-from colortrack.io_utils import atomic_write_bytes
-from colortrack.video import VideoReader
-from colortrack.video_writer import VideoWriter
+from colortrack.data.annotations import read_mask, write_mask
+from colortrack.data.files import atomic_write_bytes
+from colortrack.data.video import VideoReader
+from colortrack.data.video_writer import VideoWriter
 
 SEQUENCE, NUM_FRAMES, FPS, CRF = "dog", 30, 24, 20
 REPO = Path(__file__).resolve().parents[1]

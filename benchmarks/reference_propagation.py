@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-import colortrack.learned as learned
+import colortrack.track.propagator as learned
 from colortrack.config import PropagationConfig, override
-from colortrack.davis import DavisDataset
-from colortrack.metrics import VOID_ID
-from colortrack.model import Encoder
+from colortrack.data.davis import DavisDataset
+from colortrack.eval.metrics import VOID_ID
+from colortrack.model.network import Encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 DAVIS = ROOT.parent / "shared" / "data" / "davis2016-dev"

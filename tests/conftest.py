@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from colortrack.video_writer import VideoWriter
+from colortrack.data.video_writer import VideoWriter
 
 
 def _data_dir() -> Path:

@@ -5,8 +5,8 @@ import re
 import numpy as np
 import pytest
 
-from colortrack.analysis import analyze, by_attribute, read_attributes, score_predictions
 from colortrack.cli import main
+from colortrack.eval.analysis import analyze, by_attribute, read_attributes, score_predictions
 
 from .test_davis import davis, lose_object_2, write_predictions  # noqa: F401 (fixture)
 
@@ -48,7 +48,7 @@ def test_report_is_written_whole_and_offline(predictions, tmp_path):
 
 
 def test_colorization_accuracy_is_a_percentage(predictions):
-    from colortrack.analysis import colorization_accuracy
+    from colortrack.eval.analysis import colorization_accuracy
 
     value = colorization_accuracy(predictions[0], "multi")
     assert 0 <= value <= 100 and np.isfinite(value)
@@ -57,8 +57,8 @@ def test_colorization_accuracy_is_a_percentage(predictions):
 def test_keypoint_accuracy_by_distance_from_the_annotated_frame(davis, tmp_path):  # noqa: F811
     import json
 
-    from colortrack.analysis import pck_by_distance
-    from colortrack.keypoints import BADJA_JOINT_INDICES, BADJA_JOINTS, write_track_json
+    from colortrack.data.keypoints import BADJA_JOINT_INDICES, BADJA_JOINTS, write_track_json
+    from colortrack.eval.analysis import pck_by_distance
 
     rng = np.random.default_rng(0)
     rows, cols = rng.uniform(100, 1000, 37), rng.uniform(100, 1800, 37)  # at 1920x1080

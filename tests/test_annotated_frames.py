@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from colortrack.annotations import read_masks, write_mask
-from colortrack.baselines import FlowPropagator, IdentityPropagator
 from colortrack.cli import main
 from colortrack.config import PropagationConfig
+from colortrack.data.annotations import read_masks, write_mask
 from colortrack.errors import ColortrackError
-from colortrack.learned import LearnedPropagator
-from colortrack.tracking import Tracker
+from colortrack.track.baselines import FlowPropagator, IdentityPropagator
+from colortrack.track.propagator import LearnedPropagator
+from colortrack.track.tracking import Tracker
 
 from .test_learned import iou, square_on_texture
 
@@ -60,7 +60,7 @@ def test_a_mask_folder_names_frames_by_index_and_needs_frame_0(tmp_path):
 
 
 def test_track_takes_a_mask_folder_from_the_command_line(tmp_path):
-    from colortrack.video_writer import VideoWriter
+    from colortrack.data.video_writer import VideoWriter
 
     video, masks = with_second_object()
     with VideoWriter(tmp_path / "v.mp4", 12, crf=0) as writer:
@@ -73,14 +73,14 @@ def test_track_takes_a_mask_folder_from_the_command_line(tmp_path):
     out = tmp_path / "out"
     assert main(["-q", "track", str(tmp_path / "v.mp4"), "--mask", str(folder), "--out",
                  str(out), "--method", "pixels", "--set", "radius=4"]) == 0
-    from colortrack.annotations import read_mask
+    from colortrack.data.annotations import read_mask
 
     assert np.array_equal(read_mask(out / "00005.png"), masks[5])
     assert iou(read_mask(out / "00009.png") == 2, masks[9] == 2) > 0.4
 
 
 def test_later_keypoint_frames_are_corrections_tracked_on(tmp_path):
-    from colortrack.keypoints import write_track_json
+    from colortrack.data.keypoints import write_track_json
 
     video, _ = square_on_texture(10)
     center = lambda t: np.array([22 + 3 * t, 36], np.float32)  # noqa: E731 (the square's middle)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from colortrack.annotations import read_mask
+from colortrack.data.annotations import read_mask
 from colortrack.demo import demo_clip, score
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -40,7 +40,7 @@ from playwright.sync_api import expect, sync_playwright  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
 from colortrack.app import Session, create_app  # noqa: E402
-from colortrack.tracking import make_propagator  # noqa: E402
+from colortrack.track.tracking import make_propagator  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from colortrack.annotations import one_hot
-from colortrack.baselines import FlowPropagator, IdentityPropagator
+from colortrack.data.annotations import one_hot
 from colortrack.errors import ColortrackError
+from colortrack.track.baselines import FlowPropagator, IdentityPropagator
 
 H, W, SHIFT = 96, 128, 3  # the texture moves SHIFT px right per frame
 

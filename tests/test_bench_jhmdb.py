@@ -12,10 +12,10 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from colortrack.bench import read_split
 from colortrack.cli import main
+from colortrack.data.keypoints import JHMDB_JOINTS, read_track_json
 from colortrack.errors import ColortrackError
-from colortrack.keypoints import JHMDB_JOINTS, read_track_json
+from colortrack.eval.benchmarks import read_split
 from tests.conftest import moving_texture
 
 T, SPEED = 6, (2, 1)

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from colortrack.annotations import write_mask
 from colortrack.cli import main
-from colortrack.keypoints import write_track_json
-from colortrack.video_writer import VideoWriter
+from colortrack.data.annotations import write_mask
+from colortrack.data.keypoints import write_track_json
+from colortrack.data.video_writer import VideoWriter
 
 H, W, SHIFT, N = 48, 64, 2, 6
 
@@ -116,13 +115,6 @@ def test_usage_errors_exit_2(capsys, clip, tmp_path: Path) -> None:
         capsys, "track", video, "--mask", mask, "--out", tmp_path / "o", "--set", "topk=x"
     )
     assert code == 2 and "topk" in err
-
-
-def test_model_method_without_learned_module(capsys, clip, tmp_path, monkeypatch) -> None:
-    monkeypatch.setitem(sys.modules, "colortrack.learned", None)
-    video, mask = clip
-    code, _, err = run(capsys, "track", video, "--mask", mask, "--out", tmp_path / "o")
-    assert code == 1 and "--method identity" in err
 
 
 def test_eval_davis_scores_ground_truth_as_perfect(capsys, davis: Path, tmp_path: Path) -> None:

@@ -10,14 +10,14 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from colortrack.checkpoint import default_model_path, load_model, save_model
 from colortrack.color import hide_chroma, rgb_to_lab
 from colortrack.config import ModelConfig, PropagationConfig, TrainConfig, preset
 from colortrack.errors import UsageError
-from colortrack.learned import FrameEncoder, LearnedPropagator, ModelAndPixels, fast_lab
-from colortrack.model import Encoder, colorization_loss
-from colortrack.tracking import Tracker
-from colortrack.train import draw_hidden, initial_model, run, to_lab_batch
+from colortrack.model.checkpoint import default_model_path, load_model, save_model
+from colortrack.model.network import Encoder, colorization_loss
+from colortrack.track.propagator import FrameEncoder, LearnedPropagator, ModelAndPixels, fast_lab
+from colortrack.track.tracking import Tracker
+from colortrack.training.train import draw_hidden, initial_model, run, to_lab_batch
 
 from .test_learned import iou, square_on_texture
 from .test_train import TINY, rows
@@ -192,7 +192,7 @@ def test_training_settings_are_checked():
 
 def test_colorize_and_embed_take_a_color_model(videos, tmp_path):
     from colortrack.cli import main
-    from colortrack.video import VideoReader
+    from colortrack.data.video import VideoReader
 
     save_model(tmp_path / "lab.safetensors", Encoder(LAB), torch.randn(16, 2) * 20)
     video = videos / "texture0.mp4"

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from colortrack.annotations import write_mask
-from colortrack.checkpoint import load_model
 from colortrack.cli import main
+from colortrack.copy.propagate import propagate
+from colortrack.data.annotations import write_mask
+from colortrack.data.video import VideoReader
 from colortrack.demo import demo_clip, score
-from colortrack.propagation import propagate
-from colortrack.tracking import Tracker, track_to_dir
-from colortrack.train import run
-from colortrack.video import VideoReader
+from colortrack.model.checkpoint import load_model
+from colortrack.track.tracking import Tracker, track_to_dir
+from colortrack.training.train import run
 from tests.test_propagation import context_of, naive_propagate
 from tests.test_train import TINY, rows
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from colortrack.annotations import write_mask
-from colortrack.davis import GLOBAL_COLUMNS, DavisDataset, evaluate_davis
+from colortrack.data.annotations import write_mask
+from colortrack.data.davis import GLOBAL_COLUMNS, DavisDataset, evaluate_davis
 from colortrack.errors import ColortrackError
 
 FRAMES = 5

@@ -2,8 +2,8 @@
 
 import pytest
 
-from colortrack.checkpoint import default_model_path
 from colortrack.cli import main
+from colortrack.model.checkpoint import default_model_path
 
 
 @pytest.mark.skipif(not default_model_path().is_file(), reason="no shipped model")

@@ -26,10 +26,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from colortrack.annotations import DAVIS_PALETTE, read_mask, write_mask
-from colortrack.checkpoint import default_model_path, load_model
 from colortrack.cli import main
+from colortrack.data.annotations import DAVIS_PALETTE, read_mask, write_mask
 from colortrack.errors import ColortrackError
+from colortrack.model.checkpoint import default_model_path, load_model
 from tests.conftest import moving_texture, write_video
 
 H, W = 48, 64

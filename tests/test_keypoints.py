@@ -11,9 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from colortrack.annotations import read_mask
-from colortrack.errors import ColortrackError
-from colortrack.keypoints import (
+from colortrack.data.annotations import read_mask
+from colortrack.data.keypoints import (
     BADJA_JOINTS,
     BADJA_SKELETON,
     FORMAT,
@@ -29,6 +28,7 @@ from colortrack.keypoints import (
     write_track_csv,
     write_track_json,
 )
+from colortrack.errors import ColortrackError
 
 FAST = settings(
     max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from colortrack.checkpoint import default_model_path
 from colortrack.cli import main
 from colortrack.config import PropagationConfig
-from colortrack.learned import LearnedPropagator
-from colortrack.tracking import Tracker
-from colortrack.video import VideoReader
+from colortrack.data.video import VideoReader
+from colortrack.model.checkpoint import default_model_path
+from colortrack.track.propagator import LearnedPropagator
+from colortrack.track.tracking import Tracker
 
 SMALL = PropagationConfig(context=3, topk=5, radius=4, temperature=0.05)
 
@@ -57,7 +57,7 @@ def test_shipped_model_tracks_and_keeps_shapes(moving_video):
 @pytest.mark.skipif(not default_model_path().is_file(), reason="no shipped model")
 def test_cli_model_track_colorize_embed(moving_video, tmp_path, tmp_path_factory):
     path, frames = moving_video
-    from colortrack.annotations import write_mask
+    from colortrack.data.annotations import write_mask
 
     mask = np.zeros(frames[0].shape[:2], np.uint8)
     mask[10:30, 20:40] = 1
@@ -81,7 +81,7 @@ def test_cli_model_track_colorize_embed(moving_video, tmp_path, tmp_path_factory
 def test_colorize_a_video_whose_size_is_not_a_multiple_of_the_stride(make_video, tmp_path):
     from PIL import Image
 
-    from colortrack.colorize import colorize_video
+    from colortrack.track.colorize import colorize_video
 
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (50, 70, 3), np.uint8) for _ in range(3)]
@@ -112,7 +112,7 @@ def test_unknown_precision_is_a_usage_error():
 
 def test_each_precision_names_its_window_arithmetic(monkeypatch):
     from colortrack.errors import UsageError
-    from colortrack.learned import choice_dtype, native_bf16, native_int8
+    from colortrack.track.propagator import choice_dtype, native_bf16, native_int8
 
     cpu = torch.device("cpu")
     assert choice_dtype("fp32", cpu) == torch.float32
@@ -122,7 +122,7 @@ def test_each_precision_names_its_window_arithmetic(monkeypatch):
                                          torch.bfloat16 if native_bf16(cpu) else torch.float32)
     with pytest.raises(UsageError, match="CPUs only"):  # refused before CUDA is touched
         choice_dtype("int8", torch.device("cuda"))
-    monkeypatch.setattr("colortrack.learned.native_int8", lambda: False)  # PyTorch < 2.2
+    monkeypatch.setattr("colortrack.track.propagator.native_int8", lambda: False)  # PyTorch < 2.2
     assert choice_dtype("auto", cpu) in (torch.bfloat16, torch.float32)
     with pytest.raises(UsageError, match="_int_mm"):
         choice_dtype("int8", cpu)
@@ -134,7 +134,7 @@ def test_each_precision_names_its_window_arithmetic(monkeypatch):
 
 
 def test_nearly_parallel_embeddings_are_not_ranked_in_int8():
-    from colortrack.learned import PARALLEL, native_int8
+    from colortrack.track.propagator import PARALLEL, native_int8
 
     frame = np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8)
     untrained = LearnedPropagator.random()  # embeddings of every cell nearly the same vector

@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from colortrack.annotations import read_mask
+from colortrack.data.annotations import read_mask
 from colortrack.errors import ColortrackError, UsageError
-from colortrack.metrics import (
+from colortrack.eval.metrics import (
     _boundary_map,
     boundary_f,
     evaluate_sequence,

@@ -5,10 +5,10 @@ import dataclasses
 import pytest
 import torch
 
-from colortrack.checkpoint import load_model, save_model
 from colortrack.config import PRESETS
 from colortrack.errors import ColortrackError
-from colortrack.model import Encoder, colorization_loss
+from colortrack.model.checkpoint import load_model, save_model
+from colortrack.model.network import Encoder, colorization_loss
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_model_file_round_trip_and_errors(encoder, tmp_path):
 
 
 def test_fused_encoder_gives_the_same_embeddings(encoder):
-    from colortrack.model import fused_for_inference
+    from colortrack.model.network import fused_for_inference
 
     for module in encoder.modules():  # non-trivial BatchNorm statistics
         if isinstance(module, torch.nn.BatchNorm2d):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from colortrack.propagation import (
+from colortrack.copy.propagate import (
     CONSTANT,
     Context,
     copy_soft,
@@ -210,12 +210,12 @@ def test_fast_topk_gives_the_top_k(n, k):
 def native_levels():
     import os
 
-    from colortrack import propagation
+    from colortrack.copy import propagate as propagation
 
     if propagation.native is None:
         if os.environ.get("COLORTRACK_REQUIRE_NATIVE") == "1":
-            pytest.fail("colortrack._window was not built (COLORTRACK_REQUIRE_NATIVE=1)")
-        pytest.skip("colortrack._window is not built here")
+            pytest.fail("colortrack.copy._window was not built (COLORTRACK_REQUIRE_NATIVE=1)")
+        pytest.skip("colortrack.copy._window is not built here")
     return range(propagation.native.best_level() + 1)
 
 
@@ -252,7 +252,7 @@ def copy_windows_by_definition(scores, biases, kind, queries, keys, values, corn
 
 @pytest.mark.parametrize("cells,k", [(40, 5), (48, 1), (37, 10), (16, 3)])
 def test_native_copy_matches_its_definition_at_every_level(cells, k):
-    from colortrack.propagation import copy_windows
+    from colortrack.copy.propagate import copy_windows
 
     for level in native_levels():
         args = window_inputs(cells=cells, seed=cells + k)
@@ -263,7 +263,7 @@ def test_native_copy_matches_its_definition_at_every_level(cells, k):
 
 
 def test_native_copy_breaks_ties_by_the_lower_index():
-    from colortrack.propagation import copy_windows
+    from colortrack.copy.propagate import copy_windows
 
     for level in native_levels():
         args = window_inputs(tiles=1, queries=1, frames=2, cells=24, kinds=1, dim=4)
@@ -278,7 +278,7 @@ def test_native_copy_breaks_ties_by_the_lower_index():
 
 
 def test_native_copy_refuses_what_it_cannot_read():
-    from colortrack.propagation import copy_windows
+    from colortrack.copy.propagate import copy_windows
 
     native_levels()
     args = window_inputs()
@@ -299,7 +299,7 @@ def test_native_copy_refuses_what_it_cannot_read():
 
 @pytest.mark.parametrize("radius,tile", [(3, (2, 5)), (12, (4, 10)), (1, 4)])
 def test_native_and_pytorch_copies_agree(monkeypatch, radius, tile):
-    from colortrack import propagation
+    from colortrack.copy import propagate as propagation
 
     levels = native_levels()
     torch.manual_seed(7)

@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from colortrack.annotations import read_mask, write_mask
+from colortrack.data.annotations import read_mask, write_mask
+from colortrack.data.keypoints import Keypoints, write_track_json
 from colortrack.errors import ColortrackError, UsageError
-from colortrack.keypoints import Keypoints, write_track_json
-from colortrack.tracking import (
+from colortrack.track.tracking import (
     Tracker,
     argmax_channels,
     decode_heatmaps,
@@ -90,12 +90,6 @@ def test_make_propagator_checks_its_arguments() -> None:
         make_propagator("flow", model="x.pt")
 
 
-def test_missing_learned_module_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "colortrack.learned", None)
-    with pytest.raises(ColortrackError, match="learned model is not available"):
-        make_propagator("model")
-
-
 def test_heatmaps_round_trip_to_subpixel_points() -> None:
     xy = np.array([[10.25, 20.5], [70.0, 5.0], [0.0, 0.0]], dtype=np.float32)
     visible = np.array([True, True, False])
@@ -167,8 +161,8 @@ def test_import_colortrack_is_light() -> None:
 def test_overlay_and_gif(tmp_path: Path) -> None:
     from PIL import Image
 
-    from colortrack.annotations import DAVIS_PALETTE
-    from colortrack.visualize import draw_points, overlay_mask, write_gif
+    from colortrack.data.annotations import DAVIS_PALETTE
+    from colortrack.track.visualize import draw_points, overlay_mask, write_gif
 
     frame = np.zeros((H, W, 3), np.uint8)
     shown = overlay_mask(frame, first_mask(), alpha=1.0, contour=0)
@@ -182,8 +176,8 @@ def test_overlay_and_gif(tmp_path: Path) -> None:
 
 
 def test_overlay_blends_every_object_pixel_and_outlines_only_near_objects() -> None:
-    from colortrack.annotations import DAVIS_PALETTE
-    from colortrack.visualize import overlay_mask
+    from colortrack.data.annotations import DAVIS_PALETTE
+    from colortrack.track.visualize import overlay_mask
 
     rng = np.random.default_rng(3)
     frame = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)

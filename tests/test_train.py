@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from colortrack.errors import UsageError
-from colortrack.train import run
+from colortrack.training.train import run
 
 TINY = ["size=64", "batch=4", "workers=0", "cache_short_side=64", "kmeans_pixels=3000",
         "log_every=1", "checkpoint_every=3", "preview_every=5", "max_gap=1", "val_clips=8",
@@ -69,8 +69,8 @@ def test_two_process_ddp_on_cpu(videos, tmp_path):
 
 @pytest.mark.parametrize("cache", [64, 0])
 def test_clip_dataset_reads_by_cache_or_by_seeking_and_skips_bad_videos(videos, tmp_path, cache):
-    from colortrack.clips import ClipDataset, find_videos
     from colortrack.config import TrainConfig
+    from colortrack.training.clips import ClipDataset, find_videos
 
     (tmp_path / "broken.mp4").write_text("not a video")
     cfg = TrainConfig(size=32, refs=3, fps=6, max_gap=2, cache_short_side=cache)

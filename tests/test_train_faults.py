@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import colortrack.checkpoint
-import colortrack.train
-from colortrack.checkpoint import Checkpoints, load_model
+import colortrack.model.checkpoint
+import colortrack.training.train
 from colortrack.cli import main
 from colortrack.config import preset
 from colortrack.errors import ColortrackError
-from colortrack.model import Encoder
-from colortrack.train import run
+from colortrack.model.checkpoint import Checkpoints, load_model
+from colortrack.model.network import Encoder
+from colortrack.training.train import run
 from tests.conftest import color_patches, write_video
 from tests.test_train import TINY, rows
 
@@ -109,20 +109,20 @@ def test_nan_loss_stops_with_a_clear_message(capsys, videos, tmp_path) -> None:
 
 
 def test_nan_keeps_the_last_good_checkpoint_then_resumes(capsys, videos, tmp_path, monkeypatch):
-    real, calls = colortrack.train.colorization_loss, []
+    real, calls = colortrack.training.train.colorization_loss, []
 
     def diverges_at_step_5(*args: object, **kwargs: object) -> tuple[torch.Tensor, ...]:
         loss, accuracy, probs = real(*args, **kwargs)
         calls.append(1)
         return (loss * float("nan") if len(calls) == 5 else loss), accuracy, probs
 
-    monkeypatch.setattr(colortrack.train, "colorization_loss", diverges_at_step_5)
+    monkeypatch.setattr(colortrack.training.train, "colorization_loss", diverges_at_step_5)
     out = tmp_path / "run"
     code, err = train(capsys, videos, out, "--steps", "7")  # checkpoints every 3 steps
     assert code == 1 and "loss became nan at step 5" in err and err.count("\n") == 1
     assert (out / "latest").read_text() == "ckpt-00000003" and not hidden(out)
     assert load_model(out)[2]["step"] == 3
-    monkeypatch.setattr(colortrack.train, "colorization_loss", real)
+    monkeypatch.setattr(colortrack.training.train, "colorization_loss", real)
     assert main(["-q", "train", str(videos), "--out", str(out), "--resume"]) == 0
     assert steps_logged(out) == list(range(1, 8))
 
@@ -170,7 +170,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch)
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(colortrack.checkpoint, "save_file", full)
+    monkeypatch.setattr(colortrack.model.checkpoint, "save_file", full)
     with pytest.raises(ColortrackError, match="No space left on device"):
         checkpoints.save(encoder, centroids, optimizer, {"step": 2})
     assert checkpoints.latest() == tmp_path / "ckpt-00000001" and not hidden(tmp_path)

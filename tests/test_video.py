@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 import colortrack
-from colortrack.annotations import read_mask
+from colortrack.data.annotations import read_mask
+from colortrack.data.video import VideoReader, list_videos, probe, read_clip
+from colortrack.data.video_writer import VideoWriter
 from colortrack.errors import ColortrackError, UsageError
-from colortrack.video import VideoReader, list_videos, probe, read_clip
-from colortrack.video_writer import VideoWriter
 
 
 def index_frames(num_frames: int, size: int = 32) -> list[np.ndarray]:
@@ -274,7 +274,7 @@ def test_bundled_demo_clip():
 def test_prefetch_yields_everything_in_order_and_reraises_errors():
     import threading
 
-    from colortrack.video import prefetch
+    from colortrack.data.video import prefetch
 
     assert list(prefetch(iter(range(50)), depth=3)) == list(range(50))
 

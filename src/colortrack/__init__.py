@@ -11,7 +11,7 @@ __all__ = ["Tracker", "__version__"]
 def __getattr__(name: str) -> Any:
     """Import `Tracker` on first use, so `import colortrack` stays light (no numpy, no torch)."""
     if name == "Tracker":
-        from colortrack.tracking import Tracker
+        from colortrack.track.tracking import Tracker
 
         return Tracker
     raise AttributeError(f"module 'colortrack' has no attribute {name!r}")

@@ -20,14 +20,14 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from colortrack.annotations import write_mask
+from colortrack.data.annotations import write_mask
+from colortrack.data.files import shown, staged_dir
+from colortrack.data.keypoints import Keypoints, write_track_csv, write_track_json
+from colortrack.data.video import VideoReader
+from colortrack.data.video_writer import VideoWriter
 from colortrack.errors import ColortrackError, UsageError
-from colortrack.io_utils import shown, staged_dir
-from colortrack.keypoints import Keypoints, write_track_csv, write_track_json
-from colortrack.tracking import LabelPropagator, Tracker
-from colortrack.video import VideoReader
-from colortrack.video_writer import VideoWriter
-from colortrack.visualize import draw_points, overlay_mask
+from colortrack.track.tracking import LabelPropagator, Tracker
+from colortrack.track.visualize import draw_points, overlay_mask
 
 MAX_FRAMES = 20_000  # JPEGs in memory: about 40 KB each at 480p
 

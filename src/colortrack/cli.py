@@ -8,7 +8,6 @@ a command cleanly: the library removes what the run had half-written.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import signal
@@ -19,22 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from colortrack import __version__
+from colortrack.config import METHODS
 from colortrack.errors import ColortrackError, Terminated, UsageError
 
 log = logging.getLogger("colortrack")
-METHODS = ("model", "model+pixels", "identity", "flow", "pixels", "random")
-
-
-def _library(module: str, name: str) -> Callable[..., Any]:
-    """Import a library function when its command runs, so `--help` stays fast."""
-    try:
-        return getattr(importlib.import_module(f"colortrack.{module}"), name)
-    except ModuleNotFoundError as error:
-        if error.name != f"colortrack.{module}":
-            raise
-        raise ColortrackError(f"this installation has no colortrack.{module}") from None
-    except AttributeError:
-        raise ColortrackError(f"colortrack.{module} has no {name}() yet") from None
 
 
 def _sequences(text: str | None) -> list[str] | None:
@@ -51,7 +38,7 @@ def _propagation(pairs: list[str] | None) -> Any:
 
 def _write_json(path: str | None, data: dict[str, Any]) -> None:
     if path:
-        from colortrack.io_utils import atomic_write_bytes
+        from colortrack.data.files import atomic_write_bytes
 
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
@@ -59,7 +46,7 @@ def _write_json(path: str | None, data: dict[str, Any]) -> None:
 
 
 def _propagator(args: argparse.Namespace) -> Any:
-    from colortrack.tracking import make_propagator
+    from colortrack.track.tracking import make_propagator
 
     return make_propagator(
         args.method, model=args.model, propagation=_propagation(args.set), device=args.device
@@ -67,7 +54,7 @@ def _propagator(args: argparse.Namespace) -> Any:
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    from colortrack.tracking import Tracker, track_points_to_dir, track_to_dir
+    from colortrack.track.tracking import Tracker, track_points_to_dir, track_to_dir
 
     tracker = Tracker(_propagator(args))
     progress = not args.quiet
@@ -85,7 +72,7 @@ def cmd_track(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_davis(args: argparse.Namespace) -> int:
-    from colortrack.davis import evaluate_davis
+    from colortrack.data.davis import evaluate_davis
 
     report = evaluate_davis(args.root, args.predictions, sequences=_sequences(args.sequences))
     print(report.format_table())
@@ -94,7 +81,7 @@ def cmd_eval_davis(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_davis(args: argparse.Namespace) -> int:
-    from colortrack.bench import bench_davis, davis_frame_counts, format_timing
+    from colortrack.eval.benchmarks import bench_davis, davis_frame_counts, format_timing
 
     report, seconds = bench_davis(
         args.root,
@@ -114,7 +101,7 @@ def cmd_bench_davis(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_badja(args: argparse.Namespace) -> int:
-    from colortrack.bench import bench_badja, format_pck
+    from colortrack.eval.benchmarks import bench_badja, format_pck
 
     results = bench_badja(
         args.root,
@@ -131,7 +118,7 @@ def cmd_bench_badja(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_jhmdb(args: argparse.Namespace) -> int:
-    from colortrack.bench import bench_jhmdb, format_pck, read_split
+    from colortrack.eval.benchmarks import bench_jhmdb, format_pck, read_split
 
     results = bench_jhmdb(
         args.root,
@@ -147,7 +134,8 @@ def cmd_bench_jhmdb(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    run = _library("train", "run")
+    from colortrack.training.train import run
+
     out = run(
         args.videos,
         preset=args.preset,
@@ -165,7 +153,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    describe = _library("model", "describe")
+    from colortrack.model.checkpoint import describe
+
     print(describe(preset=args.preset, model_path=args.model))
     return 0
 
@@ -176,21 +165,24 @@ def _video_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_colorize(args: argparse.Namespace) -> int:
-    colorize_video = _library("colorize", "colorize_video")
+    from colortrack.track.colorize import colorize_video
+
     colorize_video(args.video, args.reference, args.out, **_video_options(args))
     print(f"wrote {args.out}")
     return 0
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    embed_video = _library("colorize", "embed_video")
+    from colortrack.track.colorize import embed_video
+
     embed_video(args.video, args.out, **_video_options(args))
     print(f"wrote {args.out}")
     return 0
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    analyze = _library("analysis", "analyze")
+    from colortrack.eval.analysis import analyze
+
     print(analyze(args.root, [args.predictions, *(args.compare or [])], args.out,
                   model=args.model, colorize=not args.no_colorize, overwrite=args.overwrite,
                   keypoints=args.keypoints, badja_root=args.badja_root))
@@ -199,13 +191,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_app(args: argparse.Namespace) -> int:
-    serve = _library("app", "serve")
+    from colortrack.app import serve
+
     serve(_propagator(args), args.video, host=args.host, port=args.port)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    run_demo = _library("demo", "run_demo")
+    from colortrack.demo import run_demo
+
     print(run_demo(args.out, overwrite=args.overwrite, progress=not args.quiet, model=args.model))
     return 0
 

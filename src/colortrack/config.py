@@ -17,6 +17,9 @@ STRIDE = 8  # the encoder's output stride: embeddings are at 1/8 of the input re
 # One trunk stage: (channels, residual blocks, stride, dilation).
 Stage = tuple[int, int, int, int]
 INPUTS = ("L", "Lab")
+# How tracking finds correspondences: the learned embedding, alone or with raw color, or a
+# baseline (copy the first mask, optical flow, raw Lab pixels, an untrained encoder).
+METHODS = ("model", "model+pixels", "identity", "flow", "pixels", "random")
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from colortrack.annotations import read_mask
+from colortrack.data.annotations import read_mask
+from colortrack.data.video import VideoReader
 from colortrack.errors import ColortrackError
-from colortrack.metrics import evaluate_sequence
-from colortrack.tracking import Tracker, track_to_dir
-from colortrack.video import VideoReader
-from colortrack.visualize import write_gif
+from colortrack.eval.metrics import evaluate_sequence
+from colortrack.track.tracking import Tracker, track_to_dir
+from colortrack.track.visualize import write_gif
 
 METHODS = ("model", "flow", "identity")
 

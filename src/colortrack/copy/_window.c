@@ -376,7 +376,7 @@ static PyMethodDef methods[] = {
     {"copy_windows", copy_windows, METH_VARARGS,
      "copy_windows(scores, rows, frames, cells, bias, kinds, kind, per_tile, k, temperature, "
      "far, queries, dim, keys, values, entries, channels, corners, offsets, out, level): the "
-     "fused top-k copy (data pointers and sizes; colortrack.propagation.copy_windows checks "
+     "fused top-k copy (data pointers and sizes; colortrack.copy.propagate.copy_windows checks "
      "the tensors)."},
     {"best_level", level, METH_NOARGS,
      "Fastest instruction set this CPU runs: 2 AVX-512, 1 AVX2, 0 portable C."},

@@ -26,8 +26,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from colortrack.data.files import IMAGE_ERRORS, reason, shown
 from colortrack.errors import ColortrackError, UsageError
-from colortrack.io_utils import IMAGE_ERRORS, reason, shown
 
 VIDEO_EXTENSIONS: frozenset[str] = frozenset(
     ".mp4 .avi .mkv .mov .mpg .mpeg .webm .m4v .wmv .flv .ts .mts .m2ts .3gp .ogv .y4m".split()

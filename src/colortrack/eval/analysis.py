@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from colortrack.annotations import read_mask
-from colortrack.davis import DavisDataset, evaluate_davis
+from colortrack.data.annotations import read_mask
+from colortrack.data.davis import DavisDataset, evaluate_davis
+from colortrack.data.files import staged_dir
+from colortrack.data.video import read_image
 from colortrack.errors import ColortrackError, UsageError
-from colortrack.io_utils import staged_dir
-from colortrack.metrics import VOID_ID
-from colortrack.video import read_image
-from colortrack.visualize import overlay_mask
+from colortrack.eval.metrics import VOID_ID
+from colortrack.track.visualize import overlay_mask
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,9 @@ def colorization_accuracy(root: str | Path, sequence: str, model: str | Path | N
     import torch
     import torch.nn.functional as F
 
-    from colortrack.checkpoint import load_model
     from colortrack.color import quantize
-    from colortrack.learned import LearnedPropagator, fast_lab
+    from colortrack.model.checkpoint import load_model
+    from colortrack.track.propagator import LearnedPropagator, fast_lab
 
     encoder, centroids, _ = load_model(model)
     paths = DavisDataset(root, sequences=[sequence]).frame_paths(sequence)[:frames]
@@ -126,8 +126,8 @@ def pck_by_distance(tracks: str | Path, badja_root: str | Path, davis_root: str 
                     bin_frames: int = 10) -> dict[int, float]:
     """PCK@0.2 of `bench badja` tracks (TRACKS/<seq>/points.json) by distance from the first
     annotated frame: {first frame of the bin: PCK over every joint scored in it}."""
-    from colortrack.keypoints import read_badja, read_track_json
-    from colortrack.metrics import pck
+    from colortrack.data.keypoints import read_badja, read_track_json
+    from colortrack.eval.metrics import pck
 
     hits: dict[int, list[float]] = {}
     for folder in sorted(p for p in Path(tracks).iterdir() if (p / "points.json").is_file()):
@@ -326,7 +326,7 @@ def plot_training(metrics: str | Path, png: str | Path) -> bool:
     matplotlib."""
     import csv
 
-    from colortrack.io_utils import atomic_path
+    from colortrack.data.files import atomic_path
 
     try:  # the object API: no pyplot state in a training process
         from matplotlib.figure import Figure

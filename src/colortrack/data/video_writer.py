@@ -10,9 +10,9 @@ from typing import Any
 import av
 import numpy as np
 
+from colortrack.data.files import atomic_path, reason
+from colortrack.data.video import AV_ERRORS, exact
 from colortrack.errors import ColortrackError, UsageError
-from colortrack.io_utils import atomic_path, reason
-from colortrack.video import AV_ERRORS, exact
 
 
 class VideoWriter:

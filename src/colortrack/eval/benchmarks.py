@@ -20,11 +20,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from colortrack.annotations import read_mask, write_mask
-from colortrack.davis import DavisDataset, DavisReport, evaluate_davis
-from colortrack.errors import ColortrackError, UsageError
-from colortrack.io_utils import reason, shown, staged_dir
-from colortrack.keypoints import (
+from colortrack.data.annotations import read_mask, write_mask
+from colortrack.data.davis import DavisDataset, DavisReport, evaluate_davis
+from colortrack.data.files import reason, shown, staged_dir
+from colortrack.data.keypoints import (
     BADJA_JOINTS,
     BADJA_SKELETON,
     JHMDB_JOINTS,
@@ -34,9 +33,10 @@ from colortrack.keypoints import (
     read_jhmdb,
     write_track_json,
 )
-from colortrack.metrics import VOID_ID, pck
-from colortrack.tracking import LabelPropagator, Tracker
-from colortrack.video import read_image
+from colortrack.data.video import read_image
+from colortrack.errors import ColortrackError, UsageError
+from colortrack.eval.metrics import VOID_ID, pck
+from colortrack.track.tracking import LabelPropagator, Tracker
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from colortrack.annotations import DAVIS_PALETTE
-from colortrack.io_utils import atomic_path
+from colortrack.data.annotations import DAVIS_PALETTE
+from colortrack.data.files import atomic_path
 
 
 def _color(index: int) -> tuple[int, int, int]:

@@ -26,15 +26,15 @@ from PIL import Image
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from colortrack.analysis import plot_training
-from colortrack.checkpoint import Checkpoints, load_model, load_optimizer, read_state
-from colortrack.clips import ClipDataset, find_videos
 from colortrack.color import hide_chroma, kmeans, lab_to_rgb, quantize, rgb_to_lab
 from colortrack.config import ModelConfig, TrainConfig, from_dict, override, preset, to_dict
+from colortrack.data.files import atomic_path
 from colortrack.errors import ColortrackError, Terminated, UsageError
-from colortrack.io_utils import atomic_path
-from colortrack.learned import torch_device
-from colortrack.model import Encoder, colorization_loss
+from colortrack.eval.analysis import plot_training
+from colortrack.model.checkpoint import Checkpoints, load_model, load_optimizer, read_state
+from colortrack.model.network import Encoder, colorization_loss
+from colortrack.track.propagator import torch_device
+from colortrack.training.clips import ClipDataset, find_videos
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from colortrack.config import INPUTS, ModelConfig, TrainConfig, from_dict, to_dict
+from colortrack.data.files import atomic_path, atomic_write_bytes
 from colortrack.errors import ColortrackError
-from colortrack.io_utils import atomic_path, atomic_write_bytes
-from colortrack.model import Encoder
+from colortrack.model.network import Encoder, gflops_per_frame
 
 FORMAT = "colortrack-model/1"
 KEEP_CHECKPOINTS = 2
@@ -213,3 +213,24 @@ class Checkpoints:
             shutil.copyfile(self.out / name / "model.safetensors", model)
         for old in sorted(self.out.glob("ckpt-*"))[:-KEEP_CHECKPOINTS]:
             shutil.rmtree(old)
+
+
+def describe(preset: str | None = None, model_path: str | None = None) -> str:
+    """A short report of a preset's or a model file's encoder: size and cost per 480p frame."""
+    from colortrack.config import PRESETS
+    from colortrack.config import preset as get_preset
+
+    if model_path is not None:
+        encoder, _, info = load_model(model_path)
+        rows = [(str(model_path), encoder, info)]
+    else:
+        names = [preset] if preset else list(PRESETS)
+        rows = [(n, Encoder(get_preset(n).model), {}) for n in names]
+    width = max(24, *(len(name) for name, _, _ in rows))
+    lines = [f"{'encoder':<{width}} {'params (M)':>10} {'GFLOPs/480p frame':>18}  notes"]
+    for name, encoder, info in rows:
+        params = sum(p.numel() for p in encoder.parameters()) / 1e6
+        note = ", ".join(f"{k}={v}" for k, v in info.items())
+        gflops = gflops_per_frame(encoder.eval())
+        lines.append(f"{name:<{width}} {params:>10.2f} {gflops:>18.2f}  {note}")
+    return "\n".join(lines)

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from colortrack.data.files import IMAGE_ERRORS, atomic_path
 from colortrack.errors import ColortrackError
-from colortrack.io_utils import IMAGE_ERRORS, atomic_path
 
 
 def _davis_palette() -> np.ndarray:

@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 import scipy.io
 
+from colortrack.data.files import atomic_write_bytes
 from colortrack.errors import ColortrackError
-from colortrack.io_utils import atomic_write_bytes
 
 FORMAT = "colortrack-keypoints/1"
 Frame = tuple[int, np.ndarray, np.ndarray]  # (frame index, xy (N, 2) float32, visible (N,) bool)

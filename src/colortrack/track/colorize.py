@@ -12,15 +12,15 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from colortrack.checkpoint import load_model
 from colortrack.color import lab_to_rgb, lightness, quantize
+from colortrack.copy.propagate import Context, propagate
+from colortrack.data.files import IMAGE_ERRORS, check_new_file
+from colortrack.data.video import VideoReader
+from colortrack.data.video_writer import VideoWriter
 from colortrack.errors import ColortrackError
-from colortrack.io_utils import IMAGE_ERRORS, check_new_file
-from colortrack.learned import FrameEncoder, grid_to_labels, padded_lab, torch_device
-from colortrack.model import Encoder
-from colortrack.propagation import Context, propagate
-from colortrack.video import VideoReader
-from colortrack.video_writer import VideoWriter
+from colortrack.model.checkpoint import load_model
+from colortrack.model.network import Encoder
+from colortrack.track.propagator import FrameEncoder, grid_to_labels, padded_lab, torch_device
 
 
 def _read_reference(path: str | Path, width: int, height: int) -> np.ndarray:

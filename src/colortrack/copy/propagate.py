@@ -18,7 +18,7 @@ import torch.nn.functional as F
 # The fused copy kernel, where setup.py found a C compiler; else the same in PyTorch. Imported
 # after torch, so that an OpenMP build shares the OpenMP runtime PyTorch loaded (see setup.py).
 try:
-    from colortrack import _window as native
+    from colortrack.copy import _window as native
 except ImportError:
     native = None
 
@@ -436,7 +436,7 @@ def copy_windows(scores: torch.Tensor, biases: torch.Tensor, kind: torch.Tensor,
     offsets[i] for window cell i, then softmax(score / temperature) over values[r] (N, C).
     The kernel reads raw memory, so shapes, dtypes and layouts are checked here first."""
     if native is None:
-        raise RuntimeError("colortrack._window is not built in this installation (reinstall "
+        raise RuntimeError("colortrack.copy._window is not built in this installation (reinstall "
                            "with a C compiler); propagate() runs the same copy in PyTorch")
     expected = [(scores, torch.int32), (biases, torch.int32), (kind, torch.int64),
                 (queries, torch.float32), (keys, torch.float32), (values, torch.float32),

@@ -7,7 +7,7 @@ Layout (DAVIS-2016 and DAVIS-2017 alike)::
     root/ImageSets/2017/val.txt        (DAVIS-2017; DAVIS-2016 keeps ImageSets/val.txt)
 
 DAVIS-2016 masks are binary 0/255 PNGs (one object), DAVIS-2017 masks are palette PNGs of object
-ids; ``colortrack.annotations.read_mask`` turns both into id maps. Predictions are laid out as
+ids; ``colortrack.data.annotations.read_mask`` turns both into id maps. Predictions are laid out as
 ``predictions/<sequence>/<frame>.png``, one per annotation and with the same names.
 """
 
@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from colortrack.annotations import read_mask
+from colortrack.data.annotations import read_mask
 from colortrack.errors import ColortrackError
-from colortrack.metrics import VOID_ID, SequenceScores, evaluate_sequence
+from colortrack.eval.metrics import VOID_ID, SequenceScores, evaluate_sequence
 
 GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
 

@@ -16,12 +16,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from colortrack.checkpoint import load_model
 from colortrack.color import hide_chroma, lightness, rgb_to_lab
 from colortrack.config import PropagationConfig
+from colortrack.copy.propagate import Context, propagate
 from colortrack.errors import UsageError
-from colortrack.model import Encoder, fused_for_inference
-from colortrack.propagation import Context, propagate
+from colortrack.model.checkpoint import load_model
+from colortrack.model.network import Encoder, fused_for_inference
 
 
 def pad_to_stride(x: torch.Tensor, stride: int = Encoder.stride) -> torch.Tensor:

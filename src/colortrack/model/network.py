@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from colortrack.config import STRIDE, ModelConfig
-from colortrack.propagation import FAR, copy_soft, dense_affinity
+from colortrack.copy.propagate import FAR, copy_soft, dense_affinity
 
 
 class BasicBlock(nn.Module):
@@ -213,25 +213,3 @@ def gflops_per_frame(encoder: Encoder, height: int = 480, width: int = 856) -> f
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         encoder.head.step(encoder.features(frame), None)
     return counter.get_total_flops() / 1e9
-
-
-def describe(preset: str | None = None, model_path: str | None = None) -> str:
-    """A short report of a preset's or a model file's encoder: size and cost per 480p frame."""
-    from colortrack.checkpoint import load_model
-    from colortrack.config import PRESETS
-    from colortrack.config import preset as get_preset
-
-    if model_path is not None:
-        encoder, _, info = load_model(model_path)
-        rows = [(str(model_path), encoder, info)]
-    else:
-        names = [preset] if preset else list(PRESETS)
-        rows = [(n, Encoder(get_preset(n).model), {}) for n in names]
-    width = max(24, *(len(name) for name, _, _ in rows))
-    lines = [f"{'encoder':<{width}} {'params (M)':>10} {'GFLOPs/480p frame':>18}  notes"]
-    for name, encoder, info in rows:
-        params = sum(p.numel() for p in encoder.parameters()) / 1e6
-        note = ", ".join(f"{k}={v}" for k, v in info.items())
-        gflops = gflops_per_frame(encoder.eval())
-        lines.append(f"{name:<{width}} {params:>10.2f} {gflops:>18.2f}  {note}")
-    return "\n".join(lines)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import importlib
 import itertools
 import logging
 import re
@@ -22,24 +21,23 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from colortrack.annotations import read_masks, write_mask
-from colortrack.config import PropagationConfig
-from colortrack.errors import ColortrackError, UsageError
-from colortrack.heatmaps import decode_heatmaps, heatmaps
-from colortrack.io_utils import staged_dir
-from colortrack.keypoints import (
+from colortrack.config import METHODS, PropagationConfig
+from colortrack.data.annotations import read_masks, write_mask
+from colortrack.data.files import staged_dir
+from colortrack.data.keypoints import (
     Keypoints,
     check_in_image,
     read_track_json,
     write_track_csv,
     write_track_json,
 )
-from colortrack.video import VideoReader, prefetch
-from colortrack.video_writer import VideoWriter
-from colortrack.visualize import draw_points, overlay_mask
+from colortrack.data.video import VideoReader, prefetch
+from colortrack.data.video_writer import VideoWriter
+from colortrack.errors import ColortrackError, UsageError
+from colortrack.track.heatmaps import decode_heatmaps, heatmaps
+from colortrack.track.visualize import draw_points, overlay_mask
 
 log = logging.getLogger(__name__)
-METHODS = ("model", "model+pixels", "identity", "flow", "pixels", "random")
 Video = str | Path | Iterable[np.ndarray]
 
 
@@ -76,18 +74,11 @@ def make_propagator(
             raise UsageError(
                 f"a model and propagation settings only apply to method 'model', not {method!r}"
             )
-        from colortrack.baselines import FlowPropagator, IdentityPropagator
+        from colortrack.track.baselines import FlowPropagator, IdentityPropagator
 
         return IdentityPropagator() if method == "identity" else FlowPropagator()
-    try:
-        learned = importlib.import_module("colortrack.learned")
-    except ModuleNotFoundError as error:
-        if error.name != "colortrack.learned":
-            raise
-        raise ColortrackError(
-            "the learned model is not available in this installation (colortrack.learned is "
-            "missing); use --method identity or --method flow"
-        ) from None
+    from colortrack.track import propagator as learned
+
     if method == "pixels":
         return learned.LearnedPropagator.pixels(propagation, device)
     if method == "random":

@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import Dataset
 
 from colortrack.config import TrainConfig
+from colortrack.data.video import VideoReader, list_videos, probe, read_clip
 from colortrack.errors import ColortrackError
-from colortrack.video import VideoReader, list_videos, probe, read_clip
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Reading and writing what users bring and get: videos, masks, keypoints, DAVIS, files."""

@@ -1,0 +1,1 @@
+"""The encoder network, its inputs (frames to features), model files, and device policy."""

@@ -1,0 +1,1 @@
+"""Tracking: propagating masks and points through a video with a model or a baseline."""

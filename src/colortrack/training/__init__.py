@@ -1,0 +1,1 @@
+"""Learning by colorization: clips of unlabeled video and the training loop."""

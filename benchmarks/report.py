@@ -24,6 +24,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -300,6 +301,14 @@ def readme_block(davis: dict, badja: dict, stages: dict, gpu: Path) -> str:
         rows.append(f"| `{method}` | **{r['J&F']:.1f}** | {r['J']:.1f} | {r['F']:.1f} | {pck} |")
     paper = ", ".join(f"{name} {value:.1f}" for name, value in PAPER)
     model, flow = stages["model r12"], stages["flow"]
+    context = textwrap.fill("Published numbers, for context only, on a different benchmark "
+                            f"(DAVIS-2017 val, multi-object): {paper}.", 99)
+    speed = textwrap.fill(
+        f"Speed: 480p tracking with `model` at {model['frames/s']:.1f} frames/s end to end on 2 "
+        f"CPU cores (flow {flow['frames/s']:.1f}, identity {stages['identity']['frames/s']:.1f})"
+        f"{gpu_speed(gpu)}. Every table (per sequence and attribute, variants, memory, training "
+        "speed, GPU) is in [docs/results.md](docs/results.md); how the copy is made fast, in "
+        "[docs/performance.md](docs/performance.md).", 99)
     return f"""
 ## Results
 
@@ -310,14 +319,9 @@ and on BADJA animal joints on the dev sequences that BADJA annotates, PCK. Defau
 
 {chr(10).join(rows)}
 
-Published numbers, for context only, on a different benchmark (DAVIS-2017 val, multi-object):
-{paper}.
+{context}
 
-Speed: 480p tracking with `model` at {model['frames/s']:.1f} frames/s end to end on 2 CPU cores
-(flow {flow['frames/s']:.1f}, identity {stages['identity']['frames/s']:.1f}){gpu_speed(gpu)}.
-Every table (per sequence and attribute, variants, memory, training speed, GPU) is in
-[docs/results.md](docs/results.md); how the copy is made fast, in
-[docs/performance.md](docs/performance.md).
+{speed}
 """
 
 

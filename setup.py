@@ -1,6 +1,6 @@
 """Builds the optional native copy kernel (src/colortrack/copy/_window.c); everything else is in
 pyproject.toml. `optional=True`: where no C compiler is found the install still succeeds and
-tracking runs the same protocol in PyTorch (colortrack.copy.propagate.native is then None)."""
+tracking runs the same protocol in PyTorch (colortrack.copy.native.kernel is then None)."""
 
 import sys
 

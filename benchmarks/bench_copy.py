@@ -28,7 +28,7 @@ from PIL import Image
 import colortrack.copy.propagate as propagation
 import colortrack.track.propagator as learned
 from colortrack.config import PropagationConfig, override
-from colortrack.copy.propagate import Tile
+from colortrack.copy.windows import Tile
 from colortrack.data.davis import DavisDataset
 from colortrack.eval.metrics import VOID_ID
 

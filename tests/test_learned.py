@@ -147,3 +147,26 @@ def test_nearly_parallel_embeddings_are_not_ranked_in_int8():
     assert asked._scoring(key) == torch.int8  # an explicit choice is honoured
     spread_out = torch.nn.functional.normalize(torch.randn(key.shape), dim=0)
     assert untrained._scoring(spread_out) == untrained.scoring
+
+
+@pytest.mark.parametrize("global_first", [False, True])
+@pytest.mark.skipif(not default_model_path().is_file(), reason="no shipped model")
+def test_the_tracker_gives_the_reference_propagation_in_float32(global_first):
+    """`reference.propagate`, the protocol written plainly, is the spec of the fast path."""
+    from colortrack.copy import reference
+    from colortrack.copy.context import CONSTANT
+    from colortrack.track.propagator import grid_to_labels, labels_to_grid
+
+    video, masks = square_on_texture(frames=12, size=(96, 160))
+    first = np.stack([masks[0] == 0, masks[0] == 1]).astype(np.float32)
+    cfg = PropagationConfig(context=3, topk=5, radius=4, precision="fp32",
+                            global_first=global_first)
+    propagator = LearnedPropagator.from_checkpoint(None, cfg)
+    fast = list(propagator.propagate(iter(video), first))
+    features = list(propagator.frames.stream(iter(video)))
+    grids = reference.propagate(features, labels_to_grid(first, 8, features[0].device), cfg)
+    plain = [grid_to_labels(g, 8, *first.shape[1:]) for g in grids]
+    assert len(fast) == len(plain) == len(video) - 1
+    for a, b in zip(fast, plain, strict=True):  # tiles of one label get its midpoint
+        np.testing.assert_allclose(a, b, atol=CONSTANT / 2 + 1e-5)
+        assert (a.argmax(0) == b.argmax(0)).mean() > 0.999

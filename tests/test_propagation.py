@@ -3,15 +3,12 @@
 import pytest
 import torch
 
-from colortrack.copy.propagate import (
-    CONSTANT,
-    Context,
-    copy_soft,
-    fast_topk,
-    propagate,
-    tile_queries,
-    untile,
-)
+from colortrack.copy import native
+from colortrack.copy.context import CONSTANT, Context
+from colortrack.copy.native import copy_windows
+from colortrack.copy.propagate import propagate
+from colortrack.copy.reference import copy_soft
+from colortrack.copy.windows import fast_topk, tile_queries, untile
 
 
 def naive_propagate(query, memory, temperature, topk, radius, global_first, n_global=1):
@@ -210,13 +207,11 @@ def test_fast_topk_gives_the_top_k(n, k):
 def native_levels():
     import os
 
-    from colortrack.copy import propagate as propagation
-
-    if propagation.native is None:
+    if native.kernel is None:
         if os.environ.get("COLORTRACK_REQUIRE_NATIVE") == "1":
             pytest.fail("colortrack.copy._window was not built (COLORTRACK_REQUIRE_NATIVE=1)")
         pytest.skip("colortrack.copy._window is not built here")
-    return range(propagation.native.best_level() + 1)
+    return range(native.kernel.best_level() + 1)
 
 
 def window_inputs(tiles=3, queries=5, frames=3, cells=40, kinds=2, channels=4, dim=8, seed=0):
@@ -252,8 +247,6 @@ def copy_windows_by_definition(scores, biases, kind, queries, keys, values, corn
 
 @pytest.mark.parametrize("cells,k", [(40, 5), (48, 1), (37, 10), (16, 3)])
 def test_native_copy_matches_its_definition_at_every_level(cells, k):
-    from colortrack.copy.propagate import copy_windows
-
     for level in native_levels():
         args = window_inputs(cells=cells, seed=cells + k)
         out = torch.empty(3, 5, 4)
@@ -263,8 +256,6 @@ def test_native_copy_matches_its_definition_at_every_level(cells, k):
 
 
 def test_native_copy_breaks_ties_by_the_lower_index():
-    from colortrack.copy.propagate import copy_windows
-
     for level in native_levels():
         args = window_inputs(tiles=1, queries=1, frames=2, cells=24, kinds=1, dim=4)
         args["scores"].zero_()  # every reference ties
@@ -278,8 +269,6 @@ def test_native_copy_breaks_ties_by_the_lower_index():
 
 
 def test_native_copy_refuses_what_it_cannot_read():
-    from colortrack.copy.propagate import copy_windows
-
     native_levels()
     args = window_inputs()
     out = torch.empty(3, 5, 4)
@@ -299,19 +288,17 @@ def test_native_copy_refuses_what_it_cannot_read():
 
 @pytest.mark.parametrize("radius,tile", [(3, (2, 5)), (12, (4, 10)), (1, 4)])
 def test_native_and_pytorch_copies_agree(monkeypatch, radius, tile):
-    from colortrack.copy import propagate as propagation
-
     levels = native_levels()
     torch.manual_seed(7)
     h, w = 19, 23
     unit = [torch.nn.functional.normalize(torch.randn(32, h, w), dim=0) for _ in range(5)]
     context = context_of([(keys, torch.rand(3, h, w)) for keys in unit[:4]], 3, radius, False,
                          tile, scoring=torch.int8)
-    monkeypatch.setattr(propagation, "native", None)
+    monkeypatch.setattr(native, "kernel", None)
     torch_path = propagate(unit[4], context, temperature=0.05, topk=10)
     monkeypatch.undo()
     for level in levels:
-        monkeypatch.setattr(propagation, "LEVEL", level)
+        monkeypatch.setattr(native, "LEVEL", level)
         fused = propagate(unit[4], context, temperature=0.05, topk=10)
         # The same k picks give the same copy; int8 products tie now and then, and the
         # two paths may break a tie at the k-th place differently.

@@ -3,7 +3,7 @@
  * float32, softmax, and the weighted mean of their labels. In PyTorch these are a dozen passes
  * (bias gather and add, block maxima, two top-ks, gathers, einsum, softmax, matmul) that write
  * and reread every score; here each query's scores are read about once, from cache, and the
- * rest stays in registers. propagation.py runs the same protocol in PyTorch wherever this
+ * rest stays in registers. propagate.py runs the same protocol in PyTorch wherever this
  * module is not built; the tests hold the kernel to its definition at every instruction set,
  * and to the PyTorch path.
  *
@@ -320,15 +320,20 @@ static int in_bounds(const Job *job, int64_t kinds, int64_t entries) {
     return 1;
 }
 
-static PyObject *copy_windows(PyObject *self, PyObject *args) {
+static PyObject *copy_windows(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"scores", "rows", "frames", "cells", "bias", "kinds", "kind",
+                            "per_tile", "k", "temperature", "far", "queries", "dim", "keys",
+                            "values", "entries", "channels", "corners", "offsets", "out",
+                            "level", NULL};
     PyObject *scores, *bias, *kind, *queries, *keys, *values, *corners, *offsets, *out;
     Py_ssize_t rows, frames, cells, kinds, per_tile, dim, entries, channels;
     int k, far, level;
     float temperature;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OnnnOnOnifiOnOOnnOOOi", &scores, &rows, &frames, &cells, &bias,
-                          &kinds, &kind, &per_tile, &k, &temperature, &far, &queries, &dim,
-                          &keys, &values, &entries, &channels, &corners, &offsets, &out, &level))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OnnnOnOnifiOnOOnnOOOi", names, &scores, &rows, &frames, &cells, &bias,
+                                     &kinds, &kind, &per_tile, &k, &temperature, &far,
+                                     &queries, &dim, &keys, &values, &entries, &channels,
+                                     &corners, &offsets, &out, &level))
         return NULL;
     if (k < 1 || k > MAXK || k > frames * cells || cells > MAXBLOCKS * BLOCK || per_tile < 1
         || rows % per_tile || !(temperature > 0) || level < 0 || level > best_level()) {
@@ -373,10 +378,10 @@ static PyObject *openmp(PyObject *self, PyObject *unused) {
 }
 
 static PyMethodDef methods[] = {
-    {"copy_windows", copy_windows, METH_VARARGS,
+    {"copy_windows", (PyCFunction)(void (*)(void))copy_windows, METH_VARARGS | METH_KEYWORDS,
      "copy_windows(scores, rows, frames, cells, bias, kinds, kind, per_tile, k, temperature, "
      "far, queries, dim, keys, values, entries, channels, corners, offsets, out, level): the "
-     "fused top-k copy (data pointers and sizes; colortrack.copy.propagate.copy_windows checks "
+     "fused top-k copy (data pointers and sizes, by name; colortrack.copy.native.copy_windows checks "
      "the tensors)."},
     {"best_level", level, METH_NOARGS,
      "Fastest instruction set this CPU runs: 2 AVX-512, 1 AVX2, 0 portable C."},
@@ -388,7 +393,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_window",
                                     "Fused top-k copy over tracking's local windows.", -1,
                                     methods};
 
-/* The limits propagation.py checks before handing a copy to the kernel. */
+/* The limits native.py checks before handing a copy to the kernel. */
 PyMODINIT_FUNC PyInit__window(void) {
     PyObject *m = PyModule_Create(&module);
     if (m && (PyModule_AddIntConstant(m, "MAX_K", MAXK) < 0

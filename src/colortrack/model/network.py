@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from colortrack.config import STRIDE, ModelConfig
-from colortrack.copy.propagate import FAR, copy_soft, dense_affinity
+from colortrack.copy.reference import FAR, copy_soft, dense_affinity
 
 
 class BasicBlock(nn.Module):

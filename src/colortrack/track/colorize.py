@@ -13,7 +13,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from colortrack.color import lab_to_rgb, lightness, quantize
-from colortrack.copy.propagate import Context, propagate
+from colortrack.copy.context import Context
+from colortrack.copy.propagate import propagate
 from colortrack.data.files import IMAGE_ERRORS, check_new_file
 from colortrack.data.video import VideoReader
 from colortrack.data.video_writer import VideoWriter

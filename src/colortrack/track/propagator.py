@@ -15,10 +15,12 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from colortrack.color import hide_chroma, lightness, rgb_to_lab
 from colortrack.config import PropagationConfig
-from colortrack.copy.propagate import Context, propagate
+from colortrack.copy.context import Context
+from colortrack.copy.propagate import propagate
 from colortrack.errors import UsageError
 from colortrack.model.checkpoint import load_model
 from colortrack.model.network import Encoder, fused_for_inference
@@ -149,10 +151,11 @@ class FrameEncoder:
     @torch.inference_mode()
     def step(self, frame: np.ndarray, cache: list | None) -> tuple[torch.Tensor, list]:
         """Embed the next frame: (D, h, w), and the cache to pass with the frame after it."""
-        features = self.encoder.features(self.image(frame))
-        embedding, cache = self.encoder.head.step(features, cache)
-        embedding = embedding[0].float()
-        return (F.normalize(embedding, dim=0) if self.normalize else embedding), cache
+        with record_function("colortrack.encode"):
+            features = self.encoder.features(self.image(frame))
+            embedding, cache = self.encoder.head.step(features, cache)
+            embedding = embedding[0].float()
+            return (F.normalize(embedding, dim=0) if self.normalize else embedding), cache
 
     def stream(self, frames: Iterable[np.ndarray]) -> Iterator[torch.Tensor]:
         """Yield (D, h, w) embeddings, exactly as the encoder computes them on the whole video."""
@@ -313,6 +316,9 @@ class LearnedPropagator:
                 context.anchor(key, labels_to_grid(given[index], stride, embedding.device))
                 yield np.asarray(given[index], dtype=np.float32)
             else:
-                grid = propagate(query, context, temperature=cfg.temperature, topk=cfg.topk)
-                context.append(key, grid)
-                yield grid_to_labels(grid, stride, height, width)
+                with record_function("colortrack.copy"):
+                    grid = propagate(query, context, temperature=cfg.temperature, topk=cfg.topk)
+                    context.append(key, grid)
+                with record_function("colortrack.upsample"):
+                    labels = grid_to_labels(grid, stride, height, width)
+                yield labels

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import functools
 import itertools
+import os
 import statistics
 import sys
 import time
@@ -33,7 +34,8 @@ from colortrack.data.davis import DavisDataset
 from colortrack.eval.metrics import VOID_ID
 
 ROOT = Path(__file__).resolve().parents[1]
-DAVIS = ROOT.parent / "shared" / "data" / "davis2016-dev"
+# The benchmark folder (docs/data.md): $COLORTRACK_DATA, else ./data.
+DAVIS = Path(os.environ.get("COLORTRACK_DATA", "data")) / "davis2016-dev"
 
 
 def measure(frames: list[np.ndarray], first: np.ndarray, cfg: PropagationConfig, tile: Tile,

@@ -27,6 +27,7 @@ import collections
 import contextlib
 import functools
 import itertools
+import os
 import sys
 import tempfile
 import time
@@ -49,7 +50,8 @@ from colortrack.eval.metrics import VOID_ID
 from colortrack.track.tracking import Tracker, track_to_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-DAVIS = ROOT.parent / "shared" / "data" / "davis2016-dev"
+# The benchmark folder (docs/data.md): $COLORTRACK_DATA, else ./data.
+DAVIS = Path(os.environ.get("COLORTRACK_DATA", "data")) / "davis2016-dev"
 STAGES = ("encoder", "copy", "upsample", "argmax+png", "overlay")
 
 

@@ -10,7 +10,7 @@ refs, in train mode; `paper` uses a smaller batch on CPU (--paper-batch). Its FL
 once with torch's FlopCounterMode (forward + backward). With --device cuda, clips are made on the
 GPU (no host-to-device copy), the step runs in bf16 autocast as `colortrack train` does there
 and `paper` trains at its real batch (32). Data: `ClipDataset(...)[i]` on
-../shared/data/train-videos with the preset's TrainConfig, in this process (training runs
+$COLORTRACK_DATA/train-videos with the preset's TrainConfig, in this process (training runs
 `workers` of these in parallel). Inference: trunk + one head step on a 480p frame with the
 encoder as tracking runs it (BatchNorm folded, channels-last), in fp32 and, where the CPU has
 native bfloat16, as a bf16 copy (as `FrameEncoder` runs it); its GFLOPs from
@@ -23,6 +23,7 @@ Timings are wall clock: noisy when other jobs share the CPU.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -44,7 +45,8 @@ from colortrack.training.clips import ClipDataset, find_videos
 from colortrack.training.train import to_lab_batch
 
 ROOT = Path(__file__).resolve().parents[1]
-VIDEOS = ROOT.parent / "shared" / "data" / "train-videos"
+# The benchmark folder (docs/data.md): $COLORTRACK_DATA, else ./data.
+VIDEOS = Path(os.environ.get("COLORTRACK_DATA", "data")) / "train-videos"
 CPU = torch.device("cpu")
 
 

@@ -7,7 +7,7 @@
 #     benchmarks/gpu.sh DATA OUT
 #
 # DATA holds davis2016-dev/ (any subset of its sequences, with dog) and train-videos/ (any
-# videos), as ../shared/data does. A step that fails or runs past STEP_TIMEOUT seconds (default
+# videos), laid out as docs/data.md says. A step that fails or runs past STEP_TIMEOUT seconds (default
 # 240) leaves its stderr in OUT/<step>.err and the script goes on. DEVICE (default cuda) lets
 # the plumbing be checked on a machine without a GPU.
 set -u

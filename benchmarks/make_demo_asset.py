@@ -1,8 +1,8 @@
 """Build the bundled demo clip: the first 30 frames of DAVIS-2016 `dog` with their masks.
 
 Writes src/colortrack/assets/demo/{dog.mp4, masks/00000.png..00029.png, ATTRIBUTION.md}.
-Usage: python benchmarks/make_demo_asset.py [DAVIS_ROOT]  (default: ../shared/data/davis2016-dev,
-or $COLORTRACK_DATA/davis2016-dev).
+Usage: python benchmarks/make_demo_asset.py [DAVIS_ROOT]  (default:
+$COLORTRACK_DATA/davis2016-dev, else ./data/davis2016-dev).
 """
 
 from __future__ import annotations
@@ -57,5 +57,5 @@ def main(davis_root: Path) -> None:
 
 if __name__ == "__main__":
     env = os.environ.get("COLORTRACK_DATA")
-    default = Path(env) if env else REPO.parent / "shared" / "data"
+    default = Path(env) if env else Path("data")
     main(Path(sys.argv[1]) if len(sys.argv) > 1 else default / "davis2016-dev")

@@ -19,6 +19,7 @@ profiler label).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,7 +36,8 @@ from colortrack.eval.metrics import VOID_ID
 from colortrack.model.network import Encoder
 
 ROOT = Path(__file__).resolve().parents[1]
-DAVIS = ROOT.parent / "shared" / "data" / "davis2016-dev"
+# The benchmark folder (docs/data.md): $COLORTRACK_DATA, else ./data.
+DAVIS = Path(os.environ.get("COLORTRACK_DATA", "data")) / "davis2016-dev"
 
 
 def clock() -> float:

@@ -13,15 +13,15 @@ import pytest
 from colortrack.data.video_writer import VideoWriter
 
 
-def _data_dir() -> Path:
-    env = os.environ.get("COLORTRACK_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+def data_root() -> Path:
+    """Where the real data is expected; it may be absent."""
+    return Path(os.environ.get("COLORTRACK_DATA", "data"))
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The shared real-data folder ($COLORTRACK_DATA or ../shared/data); skips when absent."""
-    path = _data_dir()
+    """The real-data folder ($COLORTRACK_DATA, else ./data; docs/data.md); skips when absent."""
+    path = data_root()
     if not path.is_dir():
         pytest.skip(f"real data not found at {path} (set COLORTRACK_DATA)")
     return path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -14,14 +13,10 @@ from PIL import Image
 from colortrack.data.annotations import write_mask
 from colortrack.data.davis import GLOBAL_COLUMNS, DavisDataset, evaluate_davis
 from colortrack.errors import ColortrackError
+from tests.conftest import data_root
 
 FRAMES = 5
 H, W = 32, 48
-
-
-def data_dir() -> Path:
-    env = os.environ.get("COLORTRACK_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def two_objects(t: int) -> np.ndarray:
@@ -162,7 +157,7 @@ def test_prediction_errors(davis: Path, tmp_path: Path) -> None:
 
 
 def test_real_davis2016_dev() -> None:
-    root = data_dir() / "davis2016-dev"
+    root = data_root() / "davis2016-dev"
     if not root.is_dir():
         pytest.skip(f"{root} not found")
     dataset = DavisDataset(root)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -23,13 +21,9 @@ from colortrack.eval.metrics import (
     pck,
     statistics,
 )
+from tests.conftest import data_root
 
 evaluator = pytest.importorskip("vos_benchmark.evaluator")
-
-
-def data_dir() -> Path:
-    env = os.environ.get("COLORTRACK_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def square(top: int, left: int, size: int = 2, shape: tuple[int, int] = (8, 8)) -> np.ndarray:
@@ -128,7 +122,7 @@ def perturbations(gt: np.ndarray) -> list[np.ndarray]:
 
 
 def test_matches_vos_benchmark_on_real_davis_masks() -> None:
-    root = data_dir() / "davis2016-dev" / "Annotations" / "480p"
+    root = data_root() / "davis2016-dev" / "Annotations" / "480p"
     if not root.is_dir():
         pytest.skip(f"{root} not found")
     worst = 0.0

@@ -34,13 +34,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from colortrack.config import preset
 from colortrack.model.checkpoint import load_model
+from colortrack.model.device import native_bf16
 from colortrack.model.network import (
     Encoder,
     colorization_loss,
     fused_for_inference,
     gflops_per_frame,
 )
-from colortrack.track.propagator import native_bf16
 from colortrack.training.clips import ClipDataset, find_videos
 from colortrack.training.train import to_lab_batch
 

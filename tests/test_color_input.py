@@ -14,8 +14,9 @@ from colortrack.color import hide_chroma, rgb_to_lab
 from colortrack.config import ModelConfig, PropagationConfig, TrainConfig, preset
 from colortrack.errors import UsageError
 from colortrack.model.checkpoint import default_model_path, load_model, save_model
+from colortrack.model.features import FrameEncoder, ModelAndPixels, fast_lab
 from colortrack.model.network import Encoder, colorization_loss
-from colortrack.track.propagator import FrameEncoder, LearnedPropagator, ModelAndPixels, fast_lab
+from colortrack.track.propagator import LearnedPropagator
 from colortrack.track.tracking import Tracker
 from colortrack.training.train import draw_hidden, initial_model, run, to_lab_batch
 

@@ -112,7 +112,7 @@ def test_unknown_precision_is_a_usage_error():
 
 def test_each_precision_names_its_window_arithmetic(monkeypatch):
     from colortrack.errors import UsageError
-    from colortrack.track.propagator import choice_dtype, native_bf16, native_int8
+    from colortrack.model.device import choice_dtype, native_bf16, native_int8
 
     cpu = torch.device("cpu")
     assert choice_dtype("fp32", cpu) == torch.float32
@@ -122,7 +122,7 @@ def test_each_precision_names_its_window_arithmetic(monkeypatch):
                                          torch.bfloat16 if native_bf16(cpu) else torch.float32)
     with pytest.raises(UsageError, match="CPUs only"):  # refused before CUDA is touched
         choice_dtype("int8", torch.device("cuda"))
-    monkeypatch.setattr("colortrack.track.propagator.native_int8", lambda: False)  # PyTorch < 2.2
+    monkeypatch.setattr("colortrack.model.device.native_int8", lambda: False)  # PyTorch < 2.2
     assert choice_dtype("auto", cpu) in (torch.bfloat16, torch.float32)
     with pytest.raises(UsageError, match="_int_mm"):
         choice_dtype("int8", cpu)
@@ -134,7 +134,7 @@ def test_each_precision_names_its_window_arithmetic(monkeypatch):
 
 
 def test_nearly_parallel_embeddings_are_not_ranked_in_int8():
-    from colortrack.track.propagator import PARALLEL, native_int8
+    from colortrack.model.device import PARALLEL, native_int8
 
     frame = np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8)
     untrained = LearnedPropagator.random()  # embeddings of every cell nearly the same vector

@@ -101,7 +101,8 @@ def colorization_accuracy(root: str | Path, sequence: str, model: str | Path | N
 
     from colortrack.color import quantize
     from colortrack.model.checkpoint import load_model
-    from colortrack.track.propagator import LearnedPropagator, fast_lab
+    from colortrack.model.features import fast_lab
+    from colortrack.track.propagator import LearnedPropagator
 
     encoder, centroids, _ = load_model(model)
     paths = DavisDataset(root, sequences=[sequence]).frame_paths(sequence)[:frames]

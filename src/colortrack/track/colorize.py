@@ -20,8 +20,10 @@ from colortrack.data.video import VideoReader
 from colortrack.data.video_writer import VideoWriter
 from colortrack.errors import ColortrackError
 from colortrack.model.checkpoint import load_model
+from colortrack.model.device import torch_device
+from colortrack.model.features import FrameEncoder, padded_lab
 from colortrack.model.network import Encoder
-from colortrack.track.propagator import FrameEncoder, grid_to_labels, padded_lab, torch_device
+from colortrack.track.propagator import grid_to_labels
 
 
 def _read_reference(path: str | Path, width: int, height: int) -> np.ndarray:

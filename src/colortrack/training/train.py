@@ -32,8 +32,8 @@ from colortrack.data.files import atomic_path
 from colortrack.errors import ColortrackError, Terminated, UsageError
 from colortrack.eval.analysis import plot_training
 from colortrack.model.checkpoint import Checkpoints, load_model, load_optimizer, read_state
+from colortrack.model.device import torch_device
 from colortrack.model.network import Encoder, colorization_loss
-from colortrack.track.propagator import torch_device
 from colortrack.training.clips import ClipDataset, find_videos
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,82 @@
+"""Where and in what arithmetic the model runs: the device, and the precision policy.
+
+Tracking's precision setting chooses two dtypes: the encoder's (`encoder_dtype`: bf16 where the
+hardware has it) and that of the window products, which only choose each location's top-k
+(`choice_dtype`: int8 on CPUs, bf16 on GPUs); the chosen are always scored in float32.
+docs/performance.md measures what each costs in J&F and time.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from colortrack.errors import UsageError
+
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+
+def torch_device(name: str | torch.device) -> torch.device:
+    """`name` as a torch.device this machine can run, or a UsageError saying why not (before
+    anything is loaded or written, rather than PyTorch's traceback at the first tensor)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {str(name)!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this PyTorch was built without CUDA" if torch.version.cuda is None
+                   else "no CUDA GPU is visible")
+            raise UsageError(f"device {str(name)!r}: {why} (torch {torch.__version__}); "
+                             "use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"device {str(name)!r}: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise UsageError(f"device {str(name)!r} is not supported; use cpu, cuda or cuda:N")
+    return device
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 convolutions run natively (AVX512-BF16/AMX CPUs, Ampere+ GPUs); where
+    they are emulated they are slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+@functools.cache
+def native_int8() -> bool:
+    """Whether this PyTorch multiplies int8 matrices on the CPU (torch._int_mm, 2.2 and later)."""
+    try:
+        torch._int_mm(torch.ones(1, 8, dtype=torch.int8), torch.ones(8, 8, dtype=torch.int8))
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+def encoder_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The encoder's arithmetic. bf16 halves its time on CPUs that have it; its embeddings keep
+    a cosine similarity above 0.9998 to float32's and are cast back to float32 before any copy."""
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" or (precision in ("auto", "int8") and native_bf16(device)):
+        return torch.bfloat16
+    return torch.float32
+
+# |mean unit embedding| of a first frame above which its embeddings are nearly parallel (mean
+# cosine similarity above 0.81): int8 keys, quantized in steps of each channel's spread, then
+# rank too coarsely (an untrained encoder: 0.999, DAVIS dog 44.0 J&F against bf16's 60.9);
+# trained models give 0.40-0.56 on DAVIS first frames.
+PARALLEL = 0.9
+
+def choice_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The arithmetic of the window products, which only choose each location's top-k (the
+    chosen are scored in float32). On CPUs int8 products (int32 sums) run about 2x bf16's and
+    choose nearly as well: 98.4% of float32's top-10 picks against bf16's 98.6% (every location
+    of DAVIS dog's frame 13, the shipped model). On GPUs bf16."""
+    if precision == "int8" and device.type != "cpu":
+        raise UsageError(f"precision=int8 computes on CPUs only; use auto or bf16 on {device}")
+    if precision == "int8" and not native_int8():
+        raise UsageError(f"precision=int8 needs torch._int_mm on the CPU (PyTorch 2.2 or "
+                         f"later; this is {torch.__version__}); use auto, bf16 or fp32")
+    if precision == "int8" or (precision == "auto" and device.type == "cpu" and native_int8()):
+        return torch.int8
+    return encoder_dtype(precision, device)

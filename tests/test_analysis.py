@@ -57,7 +57,8 @@ def test_colorization_accuracy_is_a_percentage(predictions):
 def test_keypoint_accuracy_by_distance_from_the_annotated_frame(davis, tmp_path):  # noqa: F811
     import json
 
-    from colortrack.data.keypoints import BADJA_JOINT_INDICES, BADJA_JOINTS, write_track_json
+    from colortrack.data.badja import BADJA_JOINT_INDICES, BADJA_JOINTS
+    from colortrack.data.keypoints import write_track_json
     from colortrack.eval.analysis import pck_by_distance
 
     rng = np.random.default_rng(0)

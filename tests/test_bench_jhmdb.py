@@ -13,9 +13,9 @@ import scipy.io
 from PIL import Image
 
 from colortrack.cli import main
-from colortrack.data.keypoints import JHMDB_JOINTS, read_track_json
+from colortrack.data.jhmdb import JHMDB_JOINTS, read_split
+from colortrack.data.keypoints import read_track_json
 from colortrack.errors import ColortrackError
-from colortrack.eval.benchmarks import read_split
 from tests.conftest import moving_texture
 
 T, SPEED = 6, (2, 1)

@@ -12,17 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from colortrack.data.annotations import read_mask
+from colortrack.data.badja import BADJA_JOINTS, BADJA_SKELETON, read_badja
+from colortrack.data.jhmdb import JHMDB_JOINTS, JHMDB_SKELETON, jhmdb_positions, read_jhmdb
 from colortrack.data.keypoints import (
-    BADJA_JOINTS,
-    BADJA_SKELETON,
     FORMAT,
-    JHMDB_JOINTS,
-    JHMDB_SKELETON,
     Keypoints,
     check_in_image,
-    jhmdb_positions,
-    read_badja,
-    read_jhmdb,
     read_keypoints,
     read_track_json,
     write_track_csv,

@@ -118,7 +118,8 @@ def cmd_bench_badja(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_jhmdb(args: argparse.Namespace) -> int:
-    from colortrack.eval.benchmarks import bench_jhmdb, format_pck, read_split
+    from colortrack.data.jhmdb import read_split
+    from colortrack.eval.benchmarks import bench_jhmdb, format_pck
 
     results = bench_jhmdb(
         args.root,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from colortrack.errors import UsageError
@@ -160,9 +160,10 @@ class PropagationConfig:
 
 @dataclass(frozen=True)
 class Preset:
+    """A named model and training recipe (tracking settings are the model's to choose)."""
+
     model: ModelConfig
     train: TrainConfig
-    propagation: PropagationConfig = field(default_factory=PropagationConfig)
 
 
 PRESETS: dict[str, Preset] = {

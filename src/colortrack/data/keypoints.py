@@ -1,4 +1,4 @@
-"""Keypoint files: colortrack's own JSON format, CSV tracks, BADJA and JHMDB annotations.
+"""Keypoint files: colortrack's own JSON format and CSV tracks (BADJA, JHMDB: their modules).
 
 The colortrack keypoint format (``colortrack-keypoints/1``) is one JSON object::
 
@@ -31,13 +31,11 @@ import csv
 import io
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.io
 
 from colortrack.data.files import atomic_write_bytes
 from colortrack.errors import ColortrackError
@@ -45,34 +43,6 @@ from colortrack.errors import ColortrackError
 FORMAT = "colortrack-keypoints/1"
 Frame = tuple[int, np.ndarray, np.ndarray]  # (frame index, xy (N, 2) float32, visible (N,) bool)
 Skeleton = tuple[tuple[int, int], ...]
-
-# BADJA annotates 20 of its 37 joint slots: SMALJointInfo.annotated_classes in BADJA's
-# code/joint_catalog.py (names from SMALJointCatalog there; 35 is the right ear, 36 the left).
-BADJA_JOINT_INDICES: tuple[int, ...] = (
-    8, 9, 10, 12, 13, 14, 15, 18, 19, 20, 22, 23, 24, 25, 28, 31, 32, 33, 35, 36
-)  # fmt: skip
-BADJA_JOINTS: tuple[str, ...] = (
-    "upper_right_1", "upper_right_2", "upper_right_3", "upper_left_1", "upper_left_2",
-    "upper_left_3", "neck_lower", "lower_right_1", "lower_right_2", "lower_right_3",
-    "lower_left_1", "lower_left_2", "lower_left_3", "tail_0", "tail_3", "tail_6", "jaw", "nose",
-    "right_ear", "left_ear",
-)  # fmt: skip
-BADJA_SKELETON: tuple[tuple[int, int], ...] = (
-    (0, 1), (1, 2), (3, 4), (4, 5), (7, 8), (8, 9), (10, 11), (11, 12), (6, 0), (6, 3),
-    (13, 7), (13, 10), (6, 13), (13, 14), (14, 15), (6, 16), (16, 17), (6, 18), (6, 19),
-)  # fmt: skip
-BADJA_FULL_SIZE = (1920, 1080)  # BADJA coordinates are [row, col] in DAVIS full resolution
-
-# JHMDB's 15 joints in the order of joint_positions.mat (JHMDB README).
-JHMDB_JOINTS: tuple[str, ...] = (
-    "neck", "belly", "face", "right_shoulder", "left_shoulder", "right_hip", "left_hip",
-    "right_elbow", "left_elbow", "right_knee", "left_knee", "right_wrist", "left_wrist",
-    "right_ankle", "left_ankle",
-)  # fmt: skip
-JHMDB_SKELETON: tuple[tuple[int, int], ...] = (
-    (0, 2), (0, 1), (0, 3), (0, 4), (3, 7), (7, 11), (4, 8), (8, 12),
-    (1, 5), (1, 6), (5, 9), (9, 13), (6, 10), (10, 14),
-)  # fmt: skip
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,7 +55,7 @@ class Keypoints:
     skeleton: tuple[tuple[int, int], ...] = ()
 
 
-class _Invalid(Exception):
+class Invalid(Exception):
     """A problem inside a file, raised with its location and turned into a ColortrackError."""
 
 
@@ -93,29 +63,29 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _number(value: Any, where: str) -> float:
+def finite_number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _Invalid(f"{where} must be a number, got {type(value).__name__}")
+        raise Invalid(f"{where} must be a number, got {type(value).__name__}")
     try:
         number = float(value)
     except OverflowError:
         number = math.inf
     if not math.isfinite(number):
-        raise _Invalid(f"{where} must be finite, got {value}")
+        raise Invalid(f"{where} must be finite, got {value}")
     return number
 
 
-def _load_json(path: Path) -> Any:
+def load_json(path: Path) -> Any:
     """Parse strictly: NaN/Infinity literals and bad UTF-8 are errors, as are absurd nestings."""
     if not path.is_file():
         raise ColortrackError(f"{path}: keypoint file not found")
 
     def reject(token: str) -> None:
-        raise _Invalid(f"{token} is not allowed in JSON")
+        raise Invalid(f"{token} is not allowed in JSON")
 
     try:
         return json.loads(path.read_bytes().decode("utf-8"), parse_constant=reject)
-    except _Invalid as error:
+    except Invalid as error:
         raise ColortrackError(f"{path}: {error}") from None
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise ColortrackError(f"{path}: not valid JSON ({error})") from None
@@ -123,33 +93,33 @@ def _load_json(path: Path) -> Any:
 
 def _parse_track(data: Any) -> tuple[tuple[str, ...], Skeleton, list[Frame]]:
     if not isinstance(data, dict):
-        raise _Invalid("the top level must be a JSON object")
+        raise Invalid("the top level must be a JSON object")
     if data.get("format") != FORMAT:
-        raise _Invalid(f'"format" must be "{FORMAT}", got {data.get("format")!r}')
+        raise Invalid(f'"format" must be "{FORMAT}", got {data.get("format")!r}')
     unknown = sorted(set(data) - {"format", "names", "skeleton", "frames"})
     if unknown:
-        raise _Invalid(f"unknown keys {unknown}")
+        raise Invalid(f"unknown keys {unknown}")
     names = data.get("names")
     if not isinstance(names, list) or not names:
-        raise _Invalid('"names" must be a non-empty list of strings')
+        raise Invalid('"names" must be a non-empty list of strings')
     if not all(isinstance(name, str) and name for name in names):
-        raise _Invalid('"names" must hold non-empty strings')
+        raise Invalid('"names" must hold non-empty strings')
     if len(set(names)) != len(names):
-        raise _Invalid('"names" must all be different')
+        raise Invalid('"names" must all be different')
     skeleton = data.get("skeleton", [])
     if not isinstance(skeleton, list):
-        raise _Invalid('"skeleton" must be a list of [i, j] pairs')
+        raise Invalid('"skeleton" must be a list of [i, j] pairs')
     for k, pair in enumerate(skeleton):
         valid = isinstance(pair, list) and len(pair) == 2 and all(map(_is_int, pair))
         if not valid or not all(0 <= i < len(names) for i in pair):
-            raise _Invalid(f"skeleton[{k}] must be a pair of point indices 0..{len(names) - 1}")
+            raise Invalid(f"skeleton[{k}] must be a pair of point indices 0..{len(names) - 1}")
     frames = data.get("frames")
     if not isinstance(frames, list) or not frames:
-        raise _Invalid('"frames" must be a non-empty list')
+        raise Invalid('"frames" must be a non-empty list')
     parsed = [_parse_frame(entry, k, len(names)) for k, entry in enumerate(frames)]
     indices = [frame for frame, _, _ in parsed]
     if len(set(indices)) != len(indices):
-        raise _Invalid("a frame index appears more than once")
+        raise Invalid("a frame index appears more than once")
     pairs = tuple((int(i), int(j)) for i, j in skeleton)
     return tuple(names), pairs, sorted(parsed, key=lambda entry: entry[0])
 
@@ -157,23 +127,23 @@ def _parse_track(data: Any) -> tuple[tuple[str, ...], Skeleton, list[Frame]]:
 def _parse_frame(entry: Any, k: int, count: int) -> Frame:
     where = f"frames[{k}]"
     if not isinstance(entry, dict) or set(entry) != {"frame", "points"}:
-        raise _Invalid(f'{where} must be an object with exactly "frame" and "points"')
+        raise Invalid(f'{where} must be an object with exactly "frame" and "points"')
     if not _is_int(entry["frame"]) or entry["frame"] < 0:
-        raise _Invalid(f"{where}.frame must be a frame index >= 0")
+        raise Invalid(f"{where}.frame must be a frame index >= 0")
     points = entry["points"]
     if not isinstance(points, list) or len(points) != count:
-        raise _Invalid(f"{where}.points must list {count} points, one per name")
+        raise Invalid(f"{where}.points must list {count} points, one per name")
     xy = np.zeros((count, 2), dtype=np.float32)
     visible = np.zeros(count, dtype=bool)
     for i, point in enumerate(points):
         spot = f"{where}.points[{i}]"
         if not isinstance(point, list) or len(point) != 3:
-            raise _Invalid(f"{spot} must be [x, y, visible]")
-        xy[i] = _number(point[0], f"{spot} x"), _number(point[1], f"{spot} y")
+            raise Invalid(f"{spot} must be [x, y, visible]")
+        xy[i] = finite_number(point[0], f"{spot} x"), finite_number(point[1], f"{spot} y")
         if not np.isfinite(xy[i]).all():
-            raise _Invalid(f"{spot} is too large")
+            raise Invalid(f"{spot} is too large")
         if point[2] not in (0, 1) or isinstance(point[2], float):
-            raise _Invalid(f"{spot} visible must be 0 or 1, got {point[2]!r}")
+            raise Invalid(f"{spot} visible must be 0 or 1, got {point[2]!r}")
         visible[i] = bool(point[2])
     return entry["frame"], xy, visible
 
@@ -182,8 +152,8 @@ def read_track_json(path: str | Path) -> tuple[tuple[str, ...], Skeleton, list[F
     """Read every frame of a keypoint file: (names, skeleton, frames sorted by frame index)."""
     path = Path(path)
     try:
-        return _parse_track(_load_json(path))
-    except _Invalid as error:
+        return _parse_track(load_json(path))
+    except Invalid as error:
         raise ColortrackError(f"{path}: {error}") from None
 
 
@@ -231,7 +201,7 @@ def write_track_json(path: str | Path, names: Any, skeleton: Any, frames: list[F
     text = json.dumps(head)[:-1] + ', "frames": [\n' + ",\n".join(lines) + "\n]}\n"
     try:
         _parse_track(json.loads(text))  # never write a file that read_track_json would refuse
-    except _Invalid as error:
+    except Invalid as error:
         raise ValueError(f"{path}: {error}") from None
     atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -249,76 +219,3 @@ def write_track_csv(path: str | Path, names: Any, frames: list[Frame]) -> None:
     atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
 
 
-def _badja_entry(entry: Any, k: int, scale: np.ndarray) -> Frame:
-    where = f"entry {k}"
-    if not isinstance(entry, dict):
-        raise _Invalid(f"{where} must be an object")
-    image_path, joints, visibility = (entry.get(k) for k in ("image_path", "joints", "visibility"))
-    match = re.search(r"(\d+)\.\w+$", image_path) if isinstance(image_path, str) else None
-    if match is None:
-        raise _Invalid(f"{where}: image_path must name a numbered frame, got {image_path!r}")
-    if not isinstance(joints, list) or len(joints) != 37:
-        raise _Invalid(f"{where}: joints must list 37 [row, col] pairs")
-    if not isinstance(visibility, list) or len(visibility) != 37:
-        raise _Invalid(f"{where}: visibility must list 37 flags")
-    xy = np.zeros((len(BADJA_JOINT_INDICES), 2), dtype=np.float32)
-    visible = np.zeros(len(BADJA_JOINT_INDICES), dtype=bool)
-    for i, joint in enumerate(BADJA_JOINT_INDICES):
-        pair, flag = joints[joint], visibility[joint]
-        if not isinstance(pair, list) or len(pair) != 2:
-            raise _Invalid(f"{where}: joints[{joint}] must be [row, col]")
-        row, col = (_number(v, f"{where}: joints[{joint}]") for v in pair)
-        if flag not in (0, 1) or isinstance(flag, float):
-            raise _Invalid(f"{where}: visibility[{joint}] must be true or false")
-        xy[i] = col * scale[0], row * scale[1]
-        visible[i] = bool(flag)
-    if not np.isfinite(xy).all():
-        raise _Invalid(f"{where}: joint coordinates are too large")
-    return int(match.group(1)), xy, visible
-
-
-def read_badja(path: str | Path, image_size: tuple[int, int] = (854, 480)) -> list[Frame]:
-    """BADJA joints of one sequence as (frame, xy (20, 2) x/y at `image_size`, visible (20,)).
-
-    BADJA stores [row, col] at 1920x1080; they are scaled to `image_size` (width, height).
-    """
-    path = Path(path)
-    scale = np.array(image_size, dtype=np.float64) / np.array(BADJA_FULL_SIZE)
-    data = _load_json(path)
-    try:
-        if not isinstance(data, list) or not data:
-            raise _Invalid("must be a non-empty list of annotated frames")
-        frames = sorted((_badja_entry(e, k, scale) for k, e in enumerate(data)), key=lambda f: f[0])
-        if len({frame for frame, _, _ in frames}) != len(frames):
-            raise _Invalid("a frame is annotated more than once")
-    except _Invalid as error:
-        raise ColortrackError(f"{path}: {error}") from None
-    return frames
-
-
-def jhmdb_positions(mat: Any, path: str | Path) -> np.ndarray:
-    """Validate a loaded joint_positions.mat and return (T, 15, 2) float32 0-based x/y."""
-    positions = mat.get("pos_img") if isinstance(mat, dict) else None
-    if not isinstance(positions, np.ndarray):
-        raise ColortrackError(f"{path}: no pos_img array (is this a JHMDB joint_positions.mat?)")
-    if positions.ndim != 3 or positions.shape[:2] != (2, 15) or positions.shape[2] < 1:
-        raise ColortrackError(f"{path}: pos_img must be 2 x 15 x frames, got {positions.shape}")
-    if positions.dtype.kind not in "iuf":
-        raise ColortrackError(f"{path}: pos_img must hold real numbers, got {positions.dtype}")
-    xy = np.transpose(positions, (2, 1, 0)).astype(np.float64) - 1.0  # MATLAB pixels are 1-based
-    if not np.isfinite(xy).all() or np.abs(xy).max() > 1e6:
-        raise ColortrackError(f"{path}: pos_img holds non-finite or absurd coordinates")
-    return xy.astype(np.float32)
-
-
-def read_jhmdb(path: str | Path) -> np.ndarray:
-    """JHMDB joint_positions.mat -> (T, 15, 2) float32 x/y, 0-based pixels (JHMDB_JOINTS order)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ColortrackError(f"{path}: JHMDB joint file not found")
-    try:
-        mat = scipy.io.loadmat(path)
-    except Exception as error:  # scipy raises many types on damaged files; all mean "unreadable"
-        message = f"{path}: cannot read MATLAB file ({type(error).__name__}: {error})"
-        raise ColortrackError(message) from None
-    return jhmdb_positions(mat, path)

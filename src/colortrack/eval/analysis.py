@@ -127,7 +127,8 @@ def pck_by_distance(tracks: str | Path, badja_root: str | Path, davis_root: str 
                     bin_frames: int = 10) -> dict[int, float]:
     """PCK@0.2 of `bench badja` tracks (TRACKS/<seq>/points.json) by distance from the first
     annotated frame: {first frame of the bin: PCK over every joint scored in it}."""
-    from colortrack.data.keypoints import read_badja, read_track_json
+    from colortrack.data.badja import read_badja
+    from colortrack.data.keypoints import read_track_json
     from colortrack.eval.metrics import pck
 
     hits: dict[int, list[float]] = {}

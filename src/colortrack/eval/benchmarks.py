@@ -9,10 +9,7 @@ sequence.
 from __future__ import annotations
 
 import logging
-import os
-import re
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,18 +18,11 @@ import numpy as np
 from tqdm import tqdm
 
 from colortrack.data.annotations import read_mask, write_mask
+from colortrack.data.badja import BADJA_JOINTS, BADJA_SKELETON, badja_files, read_badja
 from colortrack.data.davis import DavisDataset, DavisReport, evaluate_davis
-from colortrack.data.files import reason, shown, staged_dir
-from colortrack.data.keypoints import (
-    BADJA_JOINTS,
-    BADJA_SKELETON,
-    JHMDB_JOINTS,
-    JHMDB_SKELETON,
-    Keypoints,
-    read_badja,
-    read_jhmdb,
-    write_track_json,
-)
+from colortrack.data.files import shown, staged_dir
+from colortrack.data.jhmdb import JHMDB_JOINTS, JHMDB_SKELETON, jhmdb_clips, read_jhmdb
+from colortrack.data.keypoints import Keypoints, write_track_json
 from colortrack.data.video import read_image
 from colortrack.errors import ColortrackError, UsageError
 from colortrack.eval.metrics import VOID_ID, pck
@@ -155,7 +145,7 @@ def bench_badja(
     tracked and score as misses when they appear. Writes OUT/<seq>/points.json. The overall
     score is the mean over sequences.
     """
-    files = _badja_files(Path(root), sequences)
+    files = badja_files(Path(root), sequences)
     image_dir = Path(davis_root) / "JPEGImages" / "480p"
     tracker = Tracker(propagator)
     results: dict[str, Any] = {"sequences": {}, "seconds": {}}
@@ -190,20 +180,6 @@ def bench_badja(
     return results
 
 
-def _badja_files(root: Path, sequences: list[str] | None) -> dict[str, Path]:
-    """BADJA annotation files by sequence name, from ROOT/joint_annotations/ or ROOT itself."""
-    folder = root / "joint_annotations" if (root / "joint_annotations").is_dir() else root
-    if not folder.is_dir():
-        raise ColortrackError(f"{root}: BADJA folder not found")
-    files = {p.stem: p for p in sorted(folder.glob("*.json"))}
-    missing = sorted(set(sequences or ()) - set(files))
-    if missing:
-        raise ColortrackError(f"{folder}: no annotations for {', '.join(missing)}")
-    if not files:
-        raise ColortrackError(f"{folder}: no BADJA .json annotation files")
-    return {name: files[name] for name in sequences} if sequences else files
-
-
 def format_pck(results: dict[str, Any], rows: str = "sequences", total: str = "Mean") -> str:
     """A text table of PCK per sequence (or clip: `rows`) and the overall score, in percent."""
     keys = [k for k in results if k.startswith("PCK@")]
@@ -213,10 +189,6 @@ def format_pck(results: dict[str, Any], rows: str = "sequences", total: str = "M
         lines.append(f"{name:<{width}}" + "".join(f"  {scores[k]:8.1f}" for k in keys))
     lines.append(f"{total:<{width}}" + "".join(f"  {results[k]:8.1f}" for k in keys))
     return "\n".join(lines)
-
-
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-_FILE_SUFFIXES = (*_IMAGE_SUFFIXES, ".mat", ".avi", ".mp4")
 
 
 def bench_jhmdb(
@@ -277,76 +249,3 @@ def _jhmdb_pck(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     return pck(pred, gt, np.ones(gt.shape[:2], dtype=bool), reference="jhmdb")
 
 
-def jhmdb_clips(root: Path, wanted: list[str] | None = None) -> dict[str, tuple[Path, list[Path]]]:
-    """Every clip under ROOT as name -> (joint_positions.mat, sorted frame paths).
-
-    A clip's frames are the folder named like the mat's folder anywhere under ROOT (the official
-    Rename_Images/<action>/<clip>/ beside joint_positions/<action>/<clip>/), else the frames
-    folder beside the mat; of several, the one with a frame per annotated frame. The clip is
-    named after that folder. Hidden folders (the archive's macOS .AppleDouble copies) are
-    ignored; a clip without frames is skipped with a warning.
-    """
-    if not root.is_dir():
-        raise ColortrackError(f"{root}: JHMDB folder not found")
-    mats, frame_dirs = [], {}
-    for folder, subfolders, names in os.walk(root, followlinks=True):
-        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
-        images = sorted(n for n in names if n.lower().endswith(_IMAGE_SUFFIXES) and shown(Path(n)))
-        if images:
-            frame_dirs[Path(folder)] = [Path(folder, n) for n in images]
-        if "joint_positions.mat" in names:
-            mats.append(Path(folder, "joint_positions.mat"))
-    by_name = defaultdict(list)
-    for folder in frame_dirs:
-        by_name[folder.name].append(folder)
-    clips: dict[str, tuple[Path, list[Path]]] = {}
-    for mat in sorted(mats):
-        candidates = by_name[mat.parent.name] or [d for d in frame_dirs if d.parent == mat.parent]
-        if len(candidates) > 1:  # an example image folder beside the clip, say
-            length = len(read_jhmdb(mat))
-            candidates = [d for d in candidates if len(frame_dirs[d]) == length] or candidates
-        if len(candidates) != 1:
-            if wanted is None or mat.parent.name in wanted:
-                log.warning(
-                    "%s: %s frames folder named %s or beside it; skipped",
-                    mat, "more than one" if candidates else "no", mat.parent.name,
-                )  # fmt: skip
-            continue
-        name = candidates[0].name
-        if name in clips:
-            raise ColortrackError(f"{mat}: clip {name} is also annotated by {clips[name][0]}")
-        clips[name] = (mat, frame_dirs[candidates[0]])
-    missing = sorted(set(wanted or ()) - set(clips))
-    if missing:
-        raise ColortrackError(f"{root}: no JHMDB clip with frames named {', '.join(missing)}")
-    if not clips:
-        raise ColortrackError(f"{root}: no JHMDB clip (joint_positions.mat with frames) found")
-    return {name: clips[name] for name in wanted} if wanted else clips
-
-
-def read_split(path: str | Path) -> list[str]:
-    """Clip names from a UVC/CRW-style test list, such as CRW's JHMDB split-1 list.
-
-    One clip per line, e.g. ``JHMDB/Rename_Images/jump/<clip> JHMDB/joint_positions/jump/<clip>/
-    joint_positions.mat``: the first path on the line names the clip by its last component that
-    is not a file name (.mat, .png, .jpg, .avi, ...), so a bare clip name, a frames folder or a
-    joint_positions.mat path all work. Blank lines and lines starting with # are skipped.
-    (JHMDB's own per-action split files, "<clip>.avi 1|2", are not this format.)
-    """
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise ColortrackError(f"{path}: cannot read the clip list ({reason(error)})") from None
-    names = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        parts = [p for p in re.split(r"[/\\]", line.split()[0]) if p and p != "."]
-        folders = [p for p in parts if not p.lower().endswith(_FILE_SUFFIXES)]
-        if not folders:
-            raise ColortrackError(f"{path}: line {number} names no clip folder: {line.strip()!r}")
-        names.append(folders[-1])
-    if not names:
-        raise ColortrackError(f"{path}: the clip list is empty")
-    return list(dict.fromkeys(names))

@@ -184,3 +184,20 @@ def test_bench_badja_identity(capsys, davis: Path, tmp_path: Path) -> None:
 def test_every_command_has_help(capsys, command: list[str]) -> None:
     assert main([*command, "--help"]) == 0
     assert "usage: colortrack" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command,kinds", [
+    (["track"], ("PropagationConfig",)), (["bench", "davis"], ("PropagationConfig",)),
+    (["app"], ("PropagationConfig",)), (["train"], ("ModelConfig", "TrainConfig"))])
+def test_help_lists_every_setting_with_its_default(capsys, command, kinds) -> None:
+    import dataclasses
+
+    import colortrack.config as config
+
+    code, shown, _ = run(capsys, *command, "--help")
+    assert code == 0
+    for kind in kinds:
+        for f in dataclasses.fields(getattr(config, kind)):
+            assert f.metadata["help"], f.name
+            nested = f.name == "stages"  # set through presets only
+            assert (f"  {f.name}=" in shown) != nested, f.name

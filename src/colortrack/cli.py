@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from colortrack import __version__
-from colortrack.config import METHODS
+from colortrack.config import (
+    METHODS,
+    PRESETS,
+    ModelConfig,
+    PropagationConfig,
+    TrainConfig,
+    settings_help,
+)
 from colortrack.errors import ColortrackError, Terminated, UsageError
 
 log = logging.getLogger("colortrack")
@@ -221,10 +228,17 @@ def _common(main: bool) -> argparse.ArgumentParser:
 Command = Callable[[argparse.Namespace], int]
 
 
-def _add(sub: Any, name: str, func: Command | None, text: str) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, parents=[_common(False)], help=text, description=text)
+def _add(sub: Any, name: str, func: Command | None, text: str,
+         settings: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand; `settings` (see config.settings_help) lists its --set keys under --help."""
+    parser = sub.add_parser(name, parents=[_common(False)], help=text, description=text,
+                            epilog=settings, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.set_defaults(func=func)
     return parser
+
+
+def _tracking_settings() -> str:
+    return settings_help("--set KEY=VALUE, tracking settings (KEY=default)", PropagationConfig)
 
 
 def _add_method(parser: argparse.ArgumentParser) -> None:
@@ -233,14 +247,16 @@ def _add_method(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--model", help="checkpoint for --method model (default: the shipped one)")
     parser.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="propagation override, e.g. topk=5"
+        "--set", action="append", metavar="KEY=VALUE",
+        help="tracking setting, e.g. topk=5 (repeatable; keys listed below)"
     )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
 
 
 def _add_app(sub: Any) -> None:
-    p = _add(sub, "app", cmd_app, "annotate, track, correct and export in a local web page")
+    p = _add(sub, "app", cmd_app, "annotate, track, correct and export in a local web page",
+             _tracking_settings())
     p.add_argument("video", nargs="?", help="video file or folder of frames to open")
     p.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
     p.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1, this "
@@ -249,7 +265,8 @@ def _add_app(sub: Any) -> None:
 
 
 def _add_tracking(sub: Any) -> None:
-    p = _add(sub, "track", cmd_track, "propagate a first-frame mask or keypoints through a video")
+    p = _add(sub, "track", cmd_track, "propagate a first-frame mask or keypoints through a video",
+             _tracking_settings())
     p.add_argument("video", help="video file or folder of frames")
     first = p.add_mutually_exclusive_group(required=True)
     first.add_argument("--mask", help="first-frame mask (palette or 0/255 PNG), or a folder of "
@@ -291,14 +308,16 @@ def _add_benchmarks(sub: Any) -> None:
     p.add_argument("--badja-root", metavar="DIR", help="BADJA folder, with --keypoints")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier report")
 
-    p = _add(benches, "davis", cmd_bench_davis, "track every DAVIS sequence, then score J&F")
+    p = _add(benches, "davis", cmd_bench_davis, "track every DAVIS sequence, then score J&F",
+             _tracking_settings())
     p.add_argument("--out", required=True, metavar="DIR", help="where predictions go")
     p.add_argument("--annotated-frames", metavar="0,mid", help="frames given their true masks "
                    "besides frame 0: indices, mid, last (a user's corrections)")
     _add_davis_options(p)
     _add_method(p)
 
-    p = _add(benches, "badja", cmd_bench_badja, "track BADJA joints on DAVIS frames, score PCK")
+    p = _add(benches, "badja", cmd_bench_badja, "track BADJA joints on DAVIS frames, score PCK",
+             _tracking_settings())
     p.add_argument("--root", required=True, help="BADJA folder (joint_annotations/)")
     p.add_argument("--davis-root", required=True, help="DAVIS root with the 480p frames")
     p.add_argument("--out", required=True, metavar="DIR", help="where tracks go")
@@ -306,7 +325,8 @@ def _add_benchmarks(sub: Any) -> None:
     p.add_argument("--json", required=True, metavar="FILE", help="write the scores as JSON")
     _add_method(p)
 
-    p = _add(benches, "jhmdb", cmd_bench_jhmdb, "track JHMDB joints from frame 0, score PCK")
+    p = _add(benches, "jhmdb", cmd_bench_jhmdb, "track JHMDB joints from frame 0, score PCK",
+             _tracking_settings())
     p.add_argument("--root", required=True, help="JHMDB folder (searched for joint_positions.mat)")
     p.add_argument("--out", required=True, metavar="DIR", help="where tracks go")
     which = p.add_mutually_exclusive_group()
@@ -322,19 +342,25 @@ def _add_benchmarks(sub: Any) -> None:
 
 
 def _add_model_commands(sub: Any) -> None:
-    p = _add(sub, "train", cmd_train, "learn an embedding by colorizing unlabeled videos")
+    settings = settings_help("--set KEY=VALUE, model and training settings (KEY=the cpu "
+                             "preset's value; model keys for new runs only)", ModelConfig,
+                             TrainConfig)
+    p = _add(sub, "train", cmd_train, "learn an embedding by colorizing unlabeled videos",
+             settings)
     p.add_argument("videos", nargs="+", help="video files or folders of videos")
-    p.add_argument("--preset", help="model and recipe preset (default: cpu, or the resumed run's)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="model and recipe preset (default: "
+                   "cpu, or the resumed run's)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
     p.add_argument("--steps", type=int, help="training steps (default: the preset's)")
     p.add_argument("--batch", type=int, help="batch size (default: the preset's)")
     p.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="model or training setting (repeatable; keys listed below)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p = _add(sub, "info", cmd_info, "describe a preset or a trained model")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--preset", help="preset name")
+    which.add_argument("--preset", choices=sorted(PRESETS), help="preset name")
     which.add_argument("--model", help="checkpoint path")
     p = _add(sub, "colorize", cmd_colorize, "colorize a video from one color reference frame")
     p.add_argument("--reference", required=True, help="color image of the first frame")

@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+import textwrap
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from colortrack.errors import UsageError
+
+
+def setting(default: Any, help: str) -> Any:
+    """A config field with the one line that `--help` shows for it."""
+    return field(default=default, metadata={"help": help})
+
 
 STRIDE = 8  # the encoder's output stride: embeddings are at 1/8 of the input resolution
 # One trunk stage: (channels, residual blocks, stride, dilation).
@@ -26,20 +33,20 @@ METHODS = ("model", "model+pixels", "identity", "flow", "pixels", "random")
 class ModelConfig:
     """The encoder: a ResNet trunk at output stride 8, then a temporal 3D-conv head."""
 
-    # What the encoder sees: "L" (gray, the paper) or "Lab" (color; training hides the chroma
-    # it must predict, MAST-style, so copying stays the only way to it).
-    input: str = "L"
-    # Lab only: hidden chroma is zeroed and the kept channels rescaled by 3 / (3 - hidden), as
-    # dropout does (MAST); False zeroes it and keeps L at its scale (a gray model's weights
-    # then see the L they learned from).
-    rescale_hidden: bool = True
-    stem_channels: int = 64
-    stages: tuple[Stage, ...] = ((64, 2, 1, 1), (128, 2, 2, 1), (256, 2, 1, 2), (512, 2, 1, 4))
-    head_channels: int = 256
-    head_dilations: tuple[int, ...] = (1, 2, 4, 8, 16)
-    temporal_kernel: int = 3  # 1 makes the head purely spatial: no mixing across frames
-    embed_dim: int = 64
-    num_colors: int = 16
+    input: str = setting("L", "what the encoder sees: L (gray, the paper) or Lab (color; "
+                         "training hides the chroma it must predict)")
+    rescale_hidden: bool = setting(True, "Lab: rescale kept channels by 3 / (3 - hidden), as "
+                                   "dropout does; false keeps L at its scale")
+    stem_channels: int = setting(64, "channels of the first convolution")
+    stages: tuple[Stage, ...] = setting(
+        ((64, 2, 1, 1), (128, 2, 2, 1), (256, 2, 1, 2), (512, 2, 1, 4)),
+        "trunk stages: (channels, residual blocks, stride, dilation) each")
+    head_channels: int = setting(256, "channels of the temporal head")
+    head_dilations: tuple[int, ...] = setting((1, 2, 4, 8, 16), "spatial dilations of the "
+                                              "head's layers")
+    temporal_kernel: int = setting(3, "frames each head layer sees; 1 = no mixing across frames")
+    embed_dim: int = setting(64, "embedding channels")
+    num_colors: int = setting(16, "k-means clusters of the ab plane (the color classes)")
 
     def __post_init__(self) -> None:
         if self.input not in INPUTS:
@@ -55,39 +62,38 @@ class TrainConfig:
     """How to learn by colorization: clips of `refs` color frames + 1 target whose colors
     are hidden."""
 
-    size: int = 256  # square crop side, in pixels
-    refs: int = 3
-    fps: float = 6.0  # clips are sampled at this frame rate
-    max_gap: int = 1  # extra random frame skip, in frames at `fps`
-    batch: int = 32
-    lr: float = 1e-3
-    lr_final: float = 1e-4
-    lr_drop_step: int = 60_000
-    steps: int = 400_000
-    temperature: float = 1.0
-    # Training as tracking runs: unit embeddings (then temperature ~0.05, as CRW), copies
-    # restricted to `radius` feature cells (0 = the whole frame), and the loss on predictions
-    # upsampled to the crop (not on the 1/8 grid).
-    normalize: bool = False
-    radius: float = 0.0
-    full_res_loss: bool = False
-    # Lab input only: per clip, the chance that both chroma channels are hidden (else a or b,
-    # at even odds); the hidden ones are zeroed in every frame and the rest rescaled.
-    drop_both: float = 1 / 3
-    init: str = ""  # a model file to start from (an L model's weights also start a Lab one)
-    weight_decay: float = 0.0
-    scale: tuple[float, float] = (0.5, 1.0)  # random crop area fraction
-    cache_short_side: int = 0  # >0: decode each video once at this size and sample from memory
-    workers: int = 2
-    log_every: int = 10
-    checkpoint_every: int = 500
-    preview_every: int = 1000
-    seed: int = 0
-    kmeans_pixels: int = 200_000
-    holdout: tuple[str, ...] = ()  # video names (stem or file name) kept out for validation
-    val_clips: int = 64
-    val_every: int = 250
-    tensorboard: bool = False  # also log to RUN/tensorboard (pip install colortrack[tensorboard])
+    size: int = setting(256, "square crop side, in pixels")
+    refs: int = setting(3, "reference frames per clip (plus one target)")
+    fps: float = setting(6.0, "clips are sampled at this frame rate")
+    max_gap: int = setting(1, "largest random frame skip, in frames at fps")
+    batch: int = setting(32, "clips per step (over all processes)")
+    lr: float = setting(1e-3, "Adam learning rate")
+    lr_final: float = setting(1e-4, "learning rate from lr_drop_step on")
+    lr_drop_step: int = setting(60_000, "step at which lr drops to lr_final")
+    steps: int = setting(400_000, "training steps")
+    temperature: float = setting(1.0, "softmax temperature of the training copy")
+    normalize: bool = setting(False, "unit embeddings, as tracking uses (then temperature ~0.05)")
+    radius: float = setting(0.0, "copy only from reference cells this close; 0 = whole frame")
+    full_res_loss: bool = setting(False, "loss on predictions upsampled to the crop, not the "
+                                  "1/8 grid")
+    drop_both: float = setting(1 / 3, "Lab: chance a clip hides both chroma channels (else a "
+                               "or b)")
+    init: str = setting("", "model file to start from (an L model also starts a Lab one)")
+    weight_decay: float = setting(0.0, "Adam weight decay")
+    scale: tuple[float, float] = setting((0.5, 1.0), "random crop area, as a fraction of the "
+                                         "frame: min,max")
+    cache_short_side: int = setting(0, "> 0: decode each video once at this short side and "
+                                    "sample from memory")
+    workers: int = setting(2, "data loader processes")
+    log_every: int = setting(10, "steps between log lines")
+    checkpoint_every: int = setting(500, "steps between checkpoints")
+    preview_every: int = setting(1000, "steps between colorization previews")
+    seed: int = setting(0, "seed of the clip stream and the weights")
+    kmeans_pixels: int = setting(200_000, "pixels sampled to fit the color clusters")
+    holdout: tuple[str, ...] = setting((), "video names (stem or file) kept out for validation")
+    val_clips: int = setting(64, "validation clips")
+    val_every: int = setting(250, "steps between validations")
+    tensorboard: bool = setting(False, "also log to RUN/tensorboard (extra: tensorboard)")
 
     def __post_init__(self) -> None:
         """Refuse recipes that would fail deep inside training or train on nothing."""
@@ -127,19 +133,17 @@ class TrainConfig:
 class PropagationConfig:
     """Label propagation with the copy operator (the CRW / DINO protocol)."""
 
-    context: int = 7  # previous predicted frames kept besides the first frame (DINO, UVC: 7)
-    topk: int = 10
-    radius: float = 12.0  # in feature cells, for every frame searched; 0 = no restriction
-    global_first: bool = False  # True: search the first frame everywhere (CRW), not in the radius
-    temperature: float = 0.05
-    # Raw Lab's temperature, for `pixels` and the pixel half of `model+pixels` (whose scores
-    # are f_i.f_j / temperature - |p_i - p_j|^2 / (2 color_temperature)).
-    color_temperature: float = 50.0
-    normalize: bool = True  # L2-normalise embeddings before the dot product
-    # Encoder and window products: fp32; bf16; int8 (CPU: bf16 encoder where native, int8
-    # products); auto (int8 products on CPUs, bf16 on GPUs; bf16 encoder where native). Lower-
-    # precision products only choose each location's top-k; the chosen are scored in float32.
-    precision: str = "auto"
+    context: int = setting(7, "recent predicted frames copied from, besides the first")
+    topk: int = setting(10, "references each location copies from (its k most similar)")
+    radius: float = setting(12.0, "search radius in feature cells (8 px each); 0 = everywhere")
+    global_first: bool = setting(False, "search the first frame everywhere (CRW), not within "
+                                 "the radius")
+    temperature: float = setting(0.05, "softmax temperature of the copy")
+    color_temperature: float = setting(50.0, "raw Lab's temperature: method pixels, and the "
+                                       "pixel half of model+pixels")
+    normalize: bool = setting(True, "L2-normalise embeddings before the dot product")
+    precision: str = setting("auto", "fp32, bf16, int8 or auto (int8 top-k choice on CPUs, bf16 "
+                             "on GPUs); the chosen are scored in float32")
 
     def __post_init__(self) -> None:
         """Refuse values that would fail deep inside the copy step or silently give NaNs."""
@@ -239,6 +243,29 @@ def override(cfg: C, pairs: list[str]) -> C:
             raise UsageError(f"unknown setting {pair!r}; known: {', '.join(sorted(names))}")
         changes[key] = _coerce(value.strip(), getattr(cfg, key), key)
     return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
+
+
+def settings_help(title: str, *kinds: type) -> str:
+    """What `--set KEY=VALUE` accepts for these configs, for a command's --help: one entry per
+    key with its default (the `cpu` preset's for model and training keys) and type."""
+    preset_values = {ModelConfig: PRESETS["cpu"].model, TrainConfig: PRESETS["cpu"].train}
+    lines = [f"{title}:"]
+    for kind in kinds:
+        values = preset_values.get(kind) or kind()
+        for f in dataclasses.fields(kind):
+            value = getattr(values, f.name)
+            if isinstance(value, tuple) and value and isinstance(value[0], tuple):
+                continue  # nested tuples (stages) are set in a preset, not on the command line
+            shown = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            head = f"  {f.name}={shown}"
+            kind_name = str(f.type).split("[")[0]
+            body = textwrap.wrap(f"({kind_name}) {f.metadata['help']}", 98 - 28)
+            if len(head) > 26:
+                lines.append(head)
+                head = ""
+            lines += [f"{head:<28}{line}" if i == 0 else f"{'':<30}{line}"
+                      for i, line in enumerate(body)]
+    return "\n".join(lines)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

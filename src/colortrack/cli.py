@@ -348,7 +348,7 @@ def _add_model_commands(sub: Any) -> None:
     p = _add(sub, "train", cmd_train, "learn an embedding by colorizing unlabeled videos",
              settings)
     p.add_argument("videos", nargs="+", help="video files or folders of videos")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="model and recipe preset (default: "
+    p.add_argument("--preset", help=f"model and recipe preset: {', '.join(PRESETS)} (default: "
                    "cpu, or the resumed run's)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
     p.add_argument("--steps", type=int, help="training steps (default: the preset's)")
@@ -360,7 +360,7 @@ def _add_model_commands(sub: Any) -> None:
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p = _add(sub, "info", cmd_info, "describe a preset or a trained model")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--preset", choices=sorted(PRESETS), help="preset name")
+    which.add_argument("--preset", help=f"preset: {', '.join(PRESETS)}")
     which.add_argument("--model", help="checkpoint path")
     p = _add(sub, "colorize", cmd_colorize, "colorize a video from one color reference frame")
     p.add_argument("--reference", required=True, help="color image of the first frame")

@@ -1,4 +1,4 @@
-"""The copy step alone (`propagation.propagate`) at 480p, by radius, tile size and chunk budget.
+"""The copy step alone (`colortrack.copy.propagate`) at 480p, by radius, tile size and chunk budget.
 
     python benchmarks/bench_copy.py                         # DAVIS `dog`, 20 frames
     python benchmarks/bench_copy.py --radius 8,12 --tile 4x10,8x8,4 --budget 262144,1048576
@@ -13,25 +13,25 @@ query tiles answered without scoring (all references carry one label).
 from __future__ import annotations
 
 import argparse
-import functools
 import itertools
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-import colortrack.copy.propagate as propagation
 import colortrack.track.propagator as learned
 from colortrack.config import PropagationConfig, override
-from colortrack.copy.windows import Tile
+from colortrack.copy.context import Context
+from colortrack.copy.propagate import propagate
+from colortrack.copy.windows import TILE, Tile
 from colortrack.data.davis import DavisDataset
 from colortrack.eval.metrics import VOID_ID
+from colortrack.model.network import Encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 # The benchmark folder (docs/data.md): $COLORTRACK_DATA, else ./data.
@@ -40,32 +40,34 @@ DAVIS = Path(os.environ.get("COLORTRACK_DATA", "data")) / "davis2016-dev"
 
 def measure(frames: list[np.ndarray], first: np.ndarray, cfg: PropagationConfig, tile: Tile,
             budget: int, repeat: int, device: str = "cpu") -> tuple[float, float]:
-    """(mean over frames of the median ms of one copy, share of tiles skipped)."""
+    """(mean over frames of the median ms of one copy, share of tiles skipped).
+
+    The tracking loop of `LearnedPropagator.propagate`, written out so that the copy step can be
+    given its tile and budget and repeated: embed, copy from the Context, append."""
+    propagator = learned.LearnedPropagator.from_checkpoint(None, cfg, device)
     times: list[float] = []
     skipped: list[float] = []
-    original_propagate, original_context = propagation.propagate, learned.Context
-
-    def timed(query: torch.Tensor, context: Any, **kwargs: Any) -> torch.Tensor:
+    context = None
+    for embedding in propagator.frames.stream(iter(frames)):
+        key, query = propagator.key_query(embedding)
+        if context is None:
+            labels = learned.labels_to_grid(first, Encoder.stride, embedding.device)
+            context = Context(key, labels, recent=cfg.context, radius=cfg.radius,
+                              global_first=cfg.global_first, scoring=propagator.scoring_for(key),
+                              tile=tile)
+            continue
         runs = []
         for _ in range(repeat):
             start = time.perf_counter()
-            out = original_propagate(query, context, budget=budget, **kwargs)
+            grid = propagate(query, context, temperature=cfg.temperature, topk=cfg.topk,
+                             budget=budget)
             if query.is_cuda:
                 torch.cuda.synchronize()
             runs.append(time.perf_counter() - start)
         times.append(statistics.median(runs))
         if not context.global_first:
             skipped.append(float(context.constant_tiles()[0].float().mean()))
-        return out
-
-    learned.propagate = timed
-    learned.Context = functools.partial(original_context, tile=tile)
-    try:
-        propagator = learned.LearnedPropagator.from_checkpoint(None, cfg, device)
-        for _ in propagator.propagate(iter(frames), first):
-            pass
-    finally:
-        learned.propagate, learned.Context = original_propagate, original_context
+        context.append(key, grid)
     return 1e3 * statistics.mean(times), statistics.mean(skipped) if skipped else 0.0
 
 
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     base = override(PropagationConfig(), args.set)
     h, w = ids.shape
     if args.device.startswith("cuda"):  # CUDA context and allocator: not timed
-        measure(frames[:3], first, base, propagation.TILE, 1 << 20, 1, args.device)
+        measure(frames[:3], first, base, TILE, 1 << 20, 1, args.device)
     print(f"DAVIS {args.sequence}, {w}x{h}, {len(frames)} frames, device {args.device}, "
           f"{torch.get_num_threads()} torch threads, median of {args.repeat} calls per frame; "
           f"{base}")

@@ -6,101 +6,48 @@
     python benchmarks/bench_tracking.py --video clip.mp4 --mask first.png --methods model
     python benchmarks/bench_tracking.py --radii 12,8,6,4   # the model at several radii
 
-The real code path of `colortrack track` is timed (`tracking.track_to_dir`: palette PNGs and
-the overlay video), with timers wrapped around its stages: encoder (L + trunk + one cached head
-step, `FrameEncoder.step`), copy (`propagation.propagate`), upsample (`learned.grid_to_labels`),
-argmax + PNG (the rest of `track_frames`, then `write_mask`) and overlay (drawing the mask and
+The real code path of `colortrack track` is timed in-process (`tracking.track_to_dir`: palette
+PNGs and the overlay video); `bench_cli.py` times the command itself. The stages come from the
+library's profiler labels (`colortrack.stages`) in a second, profiled run: encoder (L + trunk +
+one cached head step), copy, upsample, argmax + PNG and overlay (drawing the mask and
 H.264-encoding the frame). Decoding (JPEG/PyAV) runs in a background thread while the model
-works, so its column is timed in a separate decode-only pass and is not part of the sum (a wait
-for a frame not yet decoded would land in argmax+png); "rest" is wall time outside the timed
-stages (Python glue, opening and closing the outputs). For `flow` and `identity` the whole
-propagator step is in the `copy` column. Wall times are noisy when other jobs share the CPU
-(on the 2-core development machine the same run varied by up to 40%), so every row is run in
-each of `--repeat` rounds and its fastest run shown, the usual estimate of what the code costs
-without interference; a slow spell then touches every row of a round alike.
+works, so its column is timed in a separate decode-only pass and is not part of the sum; "rest"
+is wall time outside the labelled stages (Python glue, waiting for a frame, opening and closing
+the outputs). For `flow` its whole propagator step is in the `copy` column. Wall times are noisy
+when other jobs share the CPU, so every row is run in each of `--repeat` rounds and its fastest
+run shown, the usual estimate of what the code costs without interference; a slow spell then
+touches every row of a round alike.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
-import contextlib
-import functools
 import itertools
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-import colortrack.track.propagator as learned
-import colortrack.track.tracking as tracking
 from colortrack.config import PropagationConfig, override
 from colortrack.data.annotations import read_mask
 from colortrack.data.davis import DavisDataset
 from colortrack.data.video import VideoReader
-from colortrack.data.video_writer import VideoWriter
 from colortrack.eval.metrics import VOID_ID
 from colortrack.track.tracking import Tracker, track_to_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 # The benchmark folder (docs/data.md): $COLORTRACK_DATA, else ./data.
 DAVIS = Path(os.environ.get("COLORTRACK_DATA", "data")) / "davis2016-dev"
-STAGES = ("encoder", "copy", "upsample", "argmax+png", "overlay")
-
-
-class Timers:
-    """Exclusive seconds per stage: a timed region nested in another is not counted twice."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.seconds: dict[str, float] = collections.defaultdict(float)
-        self.cuda = device.type == "cuda"
-        self._inner: list[float] = []  # time of nested regions, per open region
-
-    def now(self) -> float:
-        if self.cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter()
-
-    @contextlib.contextmanager
-    def region(self, stage: str) -> Iterator[None]:
-        start = self.now()
-        self._inner.append(0.0)
-        try:
-            yield
-        finally:
-            elapsed = self.now() - start
-            self.seconds[stage] += elapsed - self._inner.pop()
-            if self._inner:
-                self._inner[-1] += elapsed
-
-    def wrap(self, stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """`fn` with its calls timed into `stage`."""
-
-        @functools.wraps(fn)
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            with self.region(stage):
-                return fn(*args, **kwargs)
-
-        return timed
-
-    def iterate(self, stage: str, items: Iterator[Any]) -> Iterator[Any]:
-        """`items` with each `next` timed into `stage` (generators run lazily, inside next)."""
-        while True:
-            with self.region(stage):
-                item = next(items, _END)
-            if item is _END:
-                return
-            yield item
-
-
-_END = object()
+# Columns and the library's stage labels they sum; for the flow baseline, `flow` is its whole
+# propagator step and goes under `copy`.
+STAGES = {"encoder": ("encode",), "copy": ("copy", "flow"), "upsample": ("upsample",),
+          "argmax+png": ("argmax", "write"), "overlay": ("overlay",)}
 
 
 def davis_inputs(root: Path, sequence: str) -> tuple[list[Path], np.ndarray]:
@@ -124,34 +71,29 @@ def decoded(source: list[Path] | Path, limit: int | None) -> Iterator[np.ndarray
 
 def run(method: str, source: list[Path] | Path, mask: np.ndarray, limit: int | None,
         propagation: PropagationConfig | None, device: str) -> tuple[int, float, dict[str, float]]:
-    """Track and write as `colortrack track` does; returns (frames, wall seconds, exclusive
-    seconds per stage)."""
+    """Track and write as `colortrack track` does; returns (frames, wall seconds, seconds per
+    stage). The wall time is of an unprofiled run; the stages, of a second run under
+    torch.profiler, from the library's stage labels (colortrack.stages)."""
     tracker = Tracker.from_pretrained(method=method, propagation=propagation, device=device)
-    timers = Timers(torch.device(device))
-    propagator: Any = tracker.propagator
-    saved = (learned.propagate, learned.grid_to_labels, tracking.write_mask,
-             tracking.overlay_mask, VideoWriter.write)
-    tracking.write_mask = timers.wrap("argmax+png", tracking.write_mask)
-    tracking.overlay_mask = timers.wrap("overlay", tracking.overlay_mask)
-    VideoWriter.write = timers.wrap("overlay", VideoWriter.write)
-    track_frames = tracker.track_frames
-    tracker.track_frames = lambda *a, **k: timers.iterate("argmax+png", track_frames(*a, **k))
-    if method == "model":
-        propagator.frames.step = timers.wrap("encoder", propagator.frames.step)
-        learned.propagate = timers.wrap("copy", learned.propagate)
-        learned.grid_to_labels = timers.wrap("upsample", learned.grid_to_labels)
-    else:  # flow / identity: the whole propagator step goes under `copy`
-        method_fn = propagator.propagate
-        propagator.propagate = lambda *a: timers.iterate("copy", method_fn(*a))
-    try:
-        with tempfile.TemporaryDirectory() as out:
-            started = timers.now()
-            count = track_to_dir(tracker, decoded(source, limit), mask, out, progress=False).frames
-            wall = timers.now() - started
-    finally:
-        (learned.propagate, learned.grid_to_labels, tracking.write_mask, tracking.overlay_mask,
-         VideoWriter.write) = saved
-    return count, wall, dict(timers.seconds)
+    with tempfile.TemporaryDirectory() as out:
+        started = clock()
+        count = track_to_dir(tracker, decoded(source, limit), mask, out, progress=False).frames
+        wall = clock() - started
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+            track_to_dir(tracker, decoded(source, limit), mask, out, overwrite=True,
+                         progress=False)
+    labels = {e.key.removeprefix("colortrack."): e.cpu_time_total / 1e6
+              for e in profile.key_averages() if e.key.startswith("colortrack.")}
+    seconds = {column: sum(labels.get(label, 0.0) for label in parts)
+               for column, parts in STAGES.items()}
+    return count, wall, seconds
+
+
+def clock() -> float:
+    """Wall time, after the GPU's queued kernels have run (when CUDA is in use)."""
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    return time.perf_counter()
 
 
 def decode_seconds(source: list[Path] | Path, limit: int | None) -> float:
@@ -214,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     ms = {}
     for (label, _), runs in zip(rows, zip(*rounds, strict=True), strict=True):
         count, wall, seconds = min(runs, key=lambda r: r[1])
-        cells = [seconds.get(c, 0.0) for c in STAGES]
+        cells = [seconds[c] for c in STAGES]
         text = "".join(f"{1e3 * v / count:>11.1f}" if v else f"{'-':>11}" for v in cells)
         ms[label] = 1e3 * wall / count
         print(f"{label:<9}{1e3 * decode:>9.1f}{text}{1e3 * sum(cells) / count:>9.1f}"
@@ -224,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         print("x flow: " + ", ".join(f"{label} {t / ms['flow']:.1f}x" for label, t in ms.items()))
     print("decode*: decode-only pass; tracking decodes in a background thread, overlapped.")
     if any(m != "model" for m in args.methods.split(",")):
-        print("flow / identity: their whole propagator step is under `copy`.")
+        print("flow: its whole propagator step is under `copy`.")
     return 0
 
 

@@ -142,11 +142,11 @@ def test_nearly_parallel_embeddings_are_not_ranked_in_int8():
     spread = float(torch.nn.functional.normalize(key, dim=0).mean((1, 2)).norm())
     assert spread > PARALLEL
     if native_int8():
-        assert untrained.scoring == torch.int8 and untrained._scoring(key) != torch.int8
+        assert untrained.scoring == torch.int8 and untrained.scoring_for(key) != torch.int8
     asked = LearnedPropagator.random(PropagationConfig(precision="int8"))
-    assert asked._scoring(key) == torch.int8  # an explicit choice is honoured
+    assert asked.scoring_for(key) == torch.int8  # an explicit choice is honoured
     spread_out = torch.nn.functional.normalize(torch.randn(key.shape), dim=0)
-    assert untrained._scoring(spread_out) == untrained.scoring
+    assert untrained.scoring_for(spread_out) == untrained.scoring
 
 
 @pytest.mark.parametrize("global_first", [False, True])

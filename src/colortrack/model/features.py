@@ -12,12 +12,12 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.profiler import record_function
 
 from colortrack.color import hide_chroma, lightness, rgb_to_lab
 from colortrack.config import PropagationConfig
 from colortrack.model.device import encoder_dtype, torch_device
 from colortrack.model.network import Encoder, fused_for_inference
+from colortrack.stages import stage
 
 
 def pad_to_stride(x: torch.Tensor, stride: int = Encoder.stride) -> torch.Tensor:
@@ -68,7 +68,7 @@ class FrameEncoder:
     @torch.inference_mode()
     def step(self, frame: np.ndarray, cache: list | None) -> tuple[torch.Tensor, list]:
         """Embed the next frame: (D, h, w), and the cache to pass with the frame after it."""
-        with record_function("colortrack.encode"):
+        with stage("encode"):
             features = self.encoder.features(self.image(frame))
             embedding, cache = self.encoder.head.step(features, cache)
             embedding = embedding[0].float()

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from colortrack.errors import ColortrackError
+from colortrack.stages import stage
 
 
 class IdentityPropagator:
@@ -93,19 +94,16 @@ class FlowPropagator:
         grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
         prev = self._gray(first)
         for index, frame in enumerate(iterator, start=1):
-            gray = self._gray(frame)
+            with stage("flow"):
+                gray = self._gray(frame)
             if index in given:
                 labels, prev = np.asarray(given[index], dtype=np.float32), gray
                 yield labels
                 continue
-            flow = self._flow(dis, gray, prev, (h, w))
-            map_x = grid_x + flow[..., 0]
-            map_y = grid_y + flow[..., 1]
-            labels = np.stack(
-                [
-                    cv2.remap(c, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                    for c in labels
-                ]
-            )
+            with stage("flow"):
+                flow = self._flow(dis, gray, prev, (h, w))
+                map_x, map_y = grid_x + flow[..., 0], grid_y + flow[..., 1]
+                labels = np.stack([cv2.remap(c, map_x, map_y, cv2.INTER_LINEAR,
+                                             borderMode=cv2.BORDER_REPLICATE) for c in labels])
             prev = gray
             yield labels

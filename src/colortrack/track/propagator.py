@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.profiler import record_function
 
 from colortrack.config import PropagationConfig
 from colortrack.copy.context import Context
@@ -22,6 +21,7 @@ from colortrack.model.checkpoint import load_model
 from colortrack.model.device import PARALLEL, choice_dtype
 from colortrack.model.features import FrameEncoder, LabPixels, ModelAndPixels, pad_to_stride
 from colortrack.model.network import Encoder
+from colortrack.stages import stage
 
 
 def labels_to_grid(labels: np.ndarray, stride: int, device: torch.device) -> torch.Tensor:
@@ -96,7 +96,7 @@ class LearnedPropagator:
         propagator.name = "random"
         return propagator
 
-    def _key_query(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def key_query(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.metric == "dot":
             return f, f
         norm = f.pow(2).sum(0, keepdim=True)
@@ -109,7 +109,7 @@ class LearnedPropagator:
         encoder, _, _ = load_model(path)
         return cls(encoder, propagation, device)
 
-    def _scoring(self, first: torch.Tensor) -> torch.dtype:
+    def scoring_for(self, first: torch.Tensor) -> torch.dtype:
         """`scoring`, except int8 on nearly parallel embeddings (see PARALLEL): the encoder's
         dtype there (bf16 where native, which keeps their precision once centred)."""
         if self.scoring != torch.int8 or self.cfg.precision == "int8":
@@ -126,19 +126,19 @@ class LearnedPropagator:
         height, width = first_labels.shape[-2:]
         context: Context | None = None
         for index, embedding in enumerate(self.frames.stream(frames)):
-            key, query = self._key_query(embedding)
+            key, query = self.key_query(embedding)
             if context is None:
                 labels = labels_to_grid(first_labels, stride, embedding.device)
                 context = Context(key, labels, recent=cfg.context, radius=cfg.radius,
-                                  global_first=cfg.global_first, scoring=self._scoring(key),
+                                  global_first=cfg.global_first, scoring=self.scoring_for(key),
                                   anchors=len(given))
             elif index in given:
                 context.anchor(key, labels_to_grid(given[index], stride, embedding.device))
                 yield np.asarray(given[index], dtype=np.float32)
             else:
-                with record_function("colortrack.copy"):
+                with stage("copy"):
                     grid = propagate(query, context, temperature=cfg.temperature, topk=cfg.topk)
                     context.append(key, grid)
-                with record_function("colortrack.upsample"):
+                with stage("upsample"):
                     labels = grid_to_labels(grid, stride, height, width)
                 yield labels

@@ -34,6 +34,7 @@ from colortrack.data.keypoints import (
 from colortrack.data.video import VideoReader, prefetch
 from colortrack.data.video_writer import VideoWriter
 from colortrack.errors import ColortrackError, UsageError
+from colortrack.stages import stage
 from colortrack.track.heatmaps import decode_heatmaps, heatmaps
 from colortrack.track.visualize import draw_points, overlay_mask
 
@@ -214,7 +215,9 @@ class Tracker:
         later = {i: one_hot(m) for i, m in given.items() if i > 0}
         empty = f"{_name(video)}: the video has no frames"
         for index, frame, soft in self._propagate(video, labels_of, empty, later):
-            yield index, frame, given[index] if index in given else lookup[argmax_channels(soft)]
+            with stage("argmax"):
+                ids = given[index] if index in given else lookup[argmax_channels(soft)]
+            yield index, frame, ids
 
     def track(
         self, video: Video, masks: np.ndarray | str | Path | Mapping[int, np.ndarray]
@@ -346,10 +349,12 @@ def track_to_dir(
 ) -> TrackSummary:
     """Write OUT/<00000>.png palette masks at the input size and OUT/overlay.mp4."""
     started, count = time.perf_counter(), 0
-    with _writing(video, out_dir, overwrite, progress, masks) as (stage, frames, writer, bar):
+    with _writing(video, out_dir, overwrite, progress, masks) as (stage_dir, frames, writer, bar):
         for index, frame, ids in tracker.track_frames(frames, masks):
-            write_mask(stage / f"{index:05d}.png", ids)
-            writer.write(overlay_mask(frame, ids))
+            with stage("write"):
+                write_mask(stage_dir / f"{index:05d}.png", ids)
+            with stage("overlay"):
+                writer.write(overlay_mask(frame, ids))
             count += 1
             bar.update()
     return TrackSummary(Path(out_dir), count, time.perf_counter() - started)

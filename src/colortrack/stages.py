@@ -1,0 +1,20 @@
+"""Profiler labels for the stages of tracking, so benchmarks can time them without patching.
+
+`stage("copy")` is torch.profiler.record_function("colortrack.copy") where PyTorch is loaded,
+and nothing where it is not (the baselines never load it). A label costs about a microsecond
+when no profiler runs. The labels: encode, copy, upsample (the model), flow (the flow baseline),
+argmax, write (palette PNG), overlay (drawing and encoding the overlay video).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+
+def stage(name: str) -> contextlib.AbstractContextManager:
+    """Label the work inside as colortrack.<name> for torch.profiler."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return contextlib.nullcontext()
+    return torch.profiler.record_function(f"colortrack.{name}")

@@ -7,11 +7,9 @@ import sys
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-# On Linux, PyTorch's CPU wheels run their threads on GNU OpenMP (libgomp.so.1). Built with
-# -fopenmp, the kernel links the same soname, which the loader resolves to the copy PyTorch
-# already loaded: its parallel loop runs on PyTorch's own (spinning) threads, 6.5 against
-# 11.7 ms per 480p frame on 2 cores. A separate thread pool would fight PyTorch's spinning
-# threads for the cores instead (two pthreads: 52 against 28 ms), so elsewhere it runs on one.
+# On Linux, PyTorch's CPU wheels run their threads on GNU OpenMP (libgomp.so.1): built with
+# -fopenmp, the kernel shares that runtime and runs on PyTorch's own threads. A separate pool
+# would fight them for the cores, so elsewhere it runs on one thread (docs/performance.md).
 OPENMP = ["-fopenmp"] if sys.platform.startswith("linux") else []
 
 

@@ -16,6 +16,7 @@ from colortrack.errors import UsageError
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
+
 def torch_device(name: str | torch.device) -> torch.device:
     """`name` as a torch.device this machine can run, or a UsageError saying why not (before
     anything is loaded or written, rather than PyTorch's traceback at the first tensor)."""
@@ -36,12 +37,14 @@ def torch_device(name: str | torch.device) -> torch.device:
         raise UsageError(f"device {str(name)!r} is not supported; use cpu, cuda or cuda:N")
     return device
 
+
 def native_bf16(device: torch.device) -> bool:
     """Whether bfloat16 convolutions run natively (AVX512-BF16/AMX CPUs, Ampere+ GPUs); where
     they are emulated they are slower than float32."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
 
 @functools.cache
 def native_int8() -> bool:
@@ -52,26 +55,27 @@ def native_int8() -> bool:
         return False
     return True
 
+
 def encoder_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """The encoder's arithmetic. bf16 halves its time on CPUs that have it; its embeddings keep
-    a cosine similarity above 0.9998 to float32's and are cast back to float32 before any copy."""
+    """The encoder's arithmetic: bf16 where it is native (faster, and its embeddings are cast
+    back to float32 before any copy), else float32."""
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision == "bf16" or (precision in ("auto", "int8") and native_bf16(device)):
         return torch.bfloat16
     return torch.float32
 
-# |mean unit embedding| of a first frame above which its embeddings are nearly parallel (mean
-# cosine similarity above 0.81): int8 keys, quantized in steps of each channel's spread, then
-# rank too coarsely (an untrained encoder: 0.999, DAVIS dog 44.0 J&F against bf16's 60.9);
-# trained models give 0.40-0.56 on DAVIS first frames.
+
+# |mean unit embedding| of a first frame above which its embeddings are nearly parallel: int8
+# keys, quantized in steps of each channel's spread, would then rank them too coarsely (an
+# untrained encoder); trained models stay well below (docs/performance.md).
 PARALLEL = 0.9
+
 
 def choice_dtype(precision: str, device: torch.device) -> torch.dtype:
     """The arithmetic of the window products, which only choose each location's top-k (the
-    chosen are scored in float32). On CPUs int8 products (int32 sums) run about 2x bf16's and
-    choose nearly as well: 98.4% of float32's top-10 picks against bf16's 98.6% (every location
-    of DAVIS dog's frame 13, the shipped model). On GPUs bf16."""
+    chosen are scored in float32): int8 on CPUs, which is faster and chooses nearly as well as
+    bf16; bf16 on GPUs."""
     if precision == "int8" and device.type != "cpu":
         raise UsageError(f"precision=int8 computes on CPUs only; use auto or bf16 on {device}")
     if precision == "int8" and not native_int8():

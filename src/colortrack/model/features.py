@@ -45,8 +45,8 @@ class FrameEncoder:
                  normalize: bool = True, precision: str = "fp32", gray: bool = False) -> None:
         self.device = torch_device(device)
         self.dtype = encoder_dtype(precision, self.device)
-        # A copy in the encoder's dtype rather than autocast: the same embeddings (bitwise, on
-        # DAVIS dog), 10% faster on CPUs, where autocast re-casts every weight at every frame.
+        # A copy in the encoder's dtype rather than autocast, which re-casts every weight at
+        # every frame on CPUs.
         self.encoder = fused_for_inference(encoder).to(self.device, self.dtype)
         self.normalize = normalize
         self.color = encoder.cfg.input == "Lab"

@@ -56,10 +56,8 @@ class LearnedPropagator:
         if with_pixels and isinstance(self.frames, FrameEncoder):
             self.frames = ModelAndPixels(self.frames, self.cfg)
         self.embed_dim = encoder.cfg.embed_dim if encoder is not None else None
-        # Learned embeddings are unit vectors: bf16 or int8 products rank them well enough to
-        # choose the top-k, which are then scored in float32; with scaled pixels beside them too
-        # (model+pixels on davis2016-dev: 67.83 J&F with int8 choice and in fp32, every sequence
-        # within 0.3). Raw pixels alone (norms up to 1e4) are not.
+        # Learned unit embeddings (with scaled pixels beside them, too) are ranked well enough
+        # by bf16 or int8 products to choose the top-k; raw pixels alone (norms up to 1e4) not.
         lower = encoder is not None and self.cfg.topk is not None
         self.scoring = (choice_dtype(self.cfg.precision, self.frames.device) if lower
                         else torch.float32)

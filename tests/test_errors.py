@@ -230,7 +230,8 @@ def test_full_disk_on_a_tiny_tmpfs(capsys, clip, tmp_path) -> None:
         subprocess.run(["umount", str(disk)], check=True)
 
 
-def test_earlier_results_need_overwrite_and_are_never_deleted(capsys, clip, tmp_path) -> None:
+def test_overwrite_replaces_earlier_results_whole_and_keeps_other_files(capsys, clip, tmp_path
+                                                                          ) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
@@ -240,7 +241,7 @@ def test_earlier_results_need_overwrite_and_are_never_deleted(capsys, clip, tmp_
     one_line(err, "already holds tracking outputs (00099.png, ...)", "--overwrite")
     before = digest(*clip)
     assert cli(capsys, *track(clip[0], "--mask", clip[1], "--out", out, "--overwrite"))[0] == 0
-    assert (out / "notes.txt").read_text() == "mine" and (out / "00099.png").exists()
+    assert (out / "notes.txt").read_text() == "mine" and not (out / "00099.png").exists()
     assert len(list(out.glob("0000?.png"))) == 6 and digest(*clip) == before
     assert not leftovers(tmp_path)
 
@@ -272,7 +273,7 @@ def test_stopped_run_exits_cleanly_and_leaves_nothing(tmp_path, long_clip, stop,
                "--out", str(out), "--method", "flow"]  # fmt: skip
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
-    while not list(out.glob(".colortrack-*/00003.png")):  # well into the run
+    while not list(tmp_path.glob(".out.colortrack-*/00003.png")):  # well into the run
         assert process.poll() is None and time.monotonic() < deadline, "no output appeared"
         time.sleep(0.01)
     process.send_signal(stop)

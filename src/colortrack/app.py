@@ -22,9 +22,10 @@ from PIL import Image
 
 from colortrack.annotations import write_mask
 from colortrack.errors import ColortrackError, UsageError
-from colortrack.io_utils import shown, staged_dir
+from colortrack.io_utils import shown
 from colortrack.keypoints import Keypoints, write_track_csv, write_track_json
-from colortrack.tracking import LabelPropagator, Tracker
+from colortrack.outputs import output_folder
+from colortrack.tracking import LabelPropagator, Tracker, is_tracking_output
 from colortrack.video import VideoReader
 from colortrack.video_writer import VideoWriter
 from colortrack.visualize import draw_points, overlay_mask
@@ -189,7 +190,8 @@ class Session:
             raise UsageError(f"{out}: holds the video; choose another export folder")
         if out.is_dir() and any(map(shown, out.iterdir())) and not overwrite:
             raise UsageError(f"{out}: already holds files; tick 'overwrite' to replace them")
-        with staged_dir(out) as stage, VideoWriter(stage / "overlay.mp4", self.fps) as writer:
+        with (output_folder(out, overwrite=overwrite, ours=is_tracking_output) as stage,
+              VideoWriter(stage / "overlay.mp4", self.fps) as writer):
             if self.tracks:
                 names = tuple(f"point{i + 1}" for i in range(len(self.points)))
                 write_track_json(stage / "points.json", names, (), self.tracks)

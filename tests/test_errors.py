@@ -252,7 +252,7 @@ def test_an_input_is_never_an_output(capsys, clip, tmp_path) -> None:
     before = digest(clip[0], mask)
     code, err = cli(capsys, *track(clip[0], "--mask", mask, "--out", tmp_path, "--overwrite"))
     assert code == 1
-    one_line(err, "00000.png: is an input")
+    one_line(err, "is an input, inside the output folder")
     assert digest(clip[0], mask) == before
 
 
@@ -286,10 +286,12 @@ def test_stopped_run_exits_cleanly_and_leaves_nothing(tmp_path, long_clip, stop,
 
 def test_other_commands(capsys, clip, tmp_path) -> None:
     video, mask = clip
+    empty = tmp_path / "empty"
+    empty.mkdir()
     cases = [
         (["eval", "davis", "--root", tmp_path / "no", "--predictions", tmp_path], "no: DAVIS root"),
-        (["bench", "davis", "--root", tmp_path, "--out", tmp_path / "o"], "annotation folder not"),
-        (["bench", "badja", "--root", tmp_path / "no", "--davis-root", tmp_path,
+        (["bench", "davis", "--root", empty, "--out", tmp_path / "o"], "annotation folder not"),
+        (["bench", "badja", "--root", tmp_path / "no", "--davis-root", empty,
           "--out", tmp_path / "o", "--json", tmp_path / "j.json"], "no: BADJA folder"),  # fmt: skip
         (["train", tmp_path / "no", "--out", tmp_path / "run"], "no: no such file or folder"),
         (["train", video, "--out", tmp_path / "run"], "clip.mp4: too short for a training clip"),

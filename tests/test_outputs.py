@@ -181,3 +181,11 @@ def test_a_failed_benchmark_leaves_nothing_and_the_rerun_needs_no_overwrite(caps
     assert cli(capsys, *argv, "--json", tmp_path / "scores.json")[0] == 0
     assert sorted(p.name for p in out.iterdir()) == ["seqa", "seqb"]
     assert json.loads((tmp_path / "scores.json").read_text())["method"] == "identity"
+
+
+def test_a_second_writer_of_a_file_is_refused(capsys, clip, tmp_path) -> None:
+    out = tmp_path / "embedding.mp4"
+    with locked(out):
+        code, err = cli(capsys, "embed", clip[0], "--out", out)
+    assert code == 1 and "in use by another colortrack command" in err
+    assert not out.exists()

@@ -20,6 +20,7 @@ from typing import Any
 
 from colortrack import __version__
 from colortrack.errors import ColortrackError, Terminated, UsageError
+from colortrack.validate import printable
 
 log = logging.getLogger("colortrack")
 METHODS = ("model", "model+pixels", "identity", "flow", "pixels", "random")
@@ -371,6 +372,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Arguments naming files a command reads, and those naming what it writes.
+_INPUTS = ("video", "mask", "points", "model", "reference", "root", "davis_root", "predictions",
+           "split", "keypoints", "badja_root")
+_INPUT_LISTS = ("videos", "compare")
+_FILE_OUTPUTS = ("colorize", "embed")  # commands whose --out is a file, not a folder
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output that would write into or over an input."""
+    from colortrack.validate import check_paths
+
+    inputs = [getattr(args, name, None) for name in _INPUTS]
+    inputs += [path for name in _INPUT_LISTS for path in getattr(args, name, None) or ()]
+    out, json_file = getattr(args, "out", None), getattr(args, "json", None)
+    if args.command in _FILE_OUTPUTS:
+        check_paths(inputs, files=[out, json_file])
+    else:
+        check_paths(inputs, folders=[out], files=[json_file])
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
@@ -391,11 +412,15 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
+    for stream in (sys.stdout, sys.stderr):  # file names may hold bytes no encoding can print
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
+        _check_paths(args)
         return args.func(args)
     except KeyboardInterrupt as stop:
         if args.debug:
@@ -405,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ColortrackError, OSError) as error:
         if args.debug:
             raise
-        print(f"colortrack: error: {_message(error)}", file=sys.stderr)
+        print(f"colortrack: error: {printable(_message(error))}", file=sys.stderr)
         return 2 if isinstance(error, UsageError) else 1
     finally:
         if previous is not None:

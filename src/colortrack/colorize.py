@@ -18,6 +18,7 @@ from colortrack.errors import ColortrackError
 from colortrack.io_utils import IMAGE_ERRORS, check_new_file
 from colortrack.learned import FrameEncoder, grid_to_labels, padded_lab, torch_device
 from colortrack.model import Encoder
+from colortrack.outputs import locked
 from colortrack.propagation import Context, propagate
 from colortrack.video import VideoReader
 from colortrack.video_writer import VideoWriter
@@ -67,7 +68,7 @@ def colorize_video(video: str | Path, reference: str | Path, out: str | Path,
     check_new_file(out, overwrite, inputs=(video, reference))
     where = torch_device(device)  # checked before the writer starts; the encoder starts later
     encoder, centroids, _ = load_model(model)
-    with VideoReader(video) as frames:
+    with locked(out), VideoReader(video) as frames:
         ref = _read_reference(reference, frames.info.width, frames.info.height)
         with VideoWriter(out, frames.info.fps or 24.0) as writer:
             for rgb in tqdm(recolor(frames, ref, encoder, centroids, where),
@@ -88,7 +89,8 @@ def embed_video(video: str | Path, out: str | Path, model: str | Path | None = N
     check_new_file(out, overwrite, inputs=(video,))
     encoder, _, _ = load_model(model)
     embed = FrameEncoder(encoder, device, normalize=True)
-    with VideoReader(video) as frames, VideoWriter(out, frames.info.fps or 24.0) as writer:
+    with (locked(out), VideoReader(video) as frames,
+          VideoWriter(out, frames.info.fps or 24.0) as writer):
         head, buffered = [], []
         projection, cache = None, None
         for frame in tqdm(frames, disable=not progress, total=frames.info.num_frames,

@@ -95,7 +95,8 @@ def _open_container(path: Path) -> Any:
     if not path.is_file():
         raise ColortrackError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
     try:
-        container = av.open(str(path), metadata_errors="ignore")
+        # absolute, so that a name like "pipe:1.mp4" is a file and never an FFmpeg protocol
+        container = av.open(str(path.absolute()), metadata_errors="ignore")
     except AV_ERRORS as error:
         raise ColortrackError(f"{path}: not a readable video ({reason(error)})") from None
     if not container.streams.video:

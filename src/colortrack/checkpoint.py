@@ -9,8 +9,10 @@ device (no memory), so a damaged or tampered file is a ColortrackError, never a 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
+import re
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -22,7 +24,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from colortrack.config import INPUTS, ModelConfig, TrainConfig, from_dict, to_dict
 from colortrack.errors import ColortrackError
-from colortrack.io_utils import atomic_path, atomic_write_bytes
+from colortrack.io_utils import atomic_path, atomic_write_bytes, reason
 from colortrack.model import Encoder
 
 FORMAT = "colortrack-model/1"
@@ -46,7 +48,10 @@ def save_model(path: str | Path, encoder: Encoder, centroids: torch.Tensor, **in
     metadata = {"format": FORMAT, "model_config": json.dumps(to_dict(encoder.cfg)),
                 "info": json.dumps(info)}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as error:  # how safetensors reports a full disk
+            raise OSError(errno.EIO, str(error)) from None
 
 
 def resolve(path: str | Path | None) -> Path:
@@ -133,7 +138,7 @@ def read_state(folder: Path) -> dict:
     path = folder / "state.json"
     try:
         state = json.loads(path.read_text())
-        valid = isinstance(state, dict) and isinstance(state.get("step"), int)
+        valid = isinstance(state, dict) and type(state.get("step")) is int and state["step"] >= 0
         if not valid or not isinstance(state.get("model_config"), dict):
             raise ValueError("no step or model_config")
         from_dict(TrainConfig, state["train_config"])
@@ -172,7 +177,14 @@ class Checkpoints:
         pointer = self.out / "latest"
         if not pointer.is_file():
             return None
-        folder = self.out / pointer.read_text().strip()
+        try:
+            name = pointer.read_text(encoding="utf-8").strip()
+        except (OSError, ValueError) as error:
+            raise ColortrackError(f"{pointer}: damaged checkpoint pointer ({error})") from None
+        if not re.fullmatch(r"ckpt-\d{8}", name):
+            raise ColortrackError(f"{pointer}: damaged checkpoint pointer (it names {name[:40]!r}, "
+                                  "not a ckpt-<step> folder)")
+        folder = self.out / name
         if not (folder / "state.json").is_file():
             raise ColortrackError(f"{folder}: checkpoint named by {pointer} is incomplete")
         return folder
@@ -195,19 +207,25 @@ class Checkpoints:
                                   f"The last good checkpoint is kept in {self.out}")
         tmp = self.out / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
         try:
+            tmp.mkdir()
             save_model(tmp / "model.safetensors", encoder, centroids, step=state["step"])
             opt = optimizer.state_dict()
             tensors = {f"{i}.{k}": v.contiguous() for i, s in opt["state"].items()
                        for k, v in s.items() if torch.is_tensor(v)}
             save_file(tensors, str(tmp / "optimizer.safetensors"))
             (tmp / "state.json").write_text(json.dumps(state, indent=1))
-        except BaseException:
+            shutil.rmtree(self.out / name, ignore_errors=True)
+            os.replace(tmp, self.out / name)
+        except BaseException as error:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(error, OSError | SafetensorError | ColortrackError):  # a full disk
+                why = (str(error).replace(str(tmp), str(self.out / name))
+                       if isinstance(error, ColortrackError)
+                       else f"{self.out / name}: cannot write ({reason(error)})")
+                raise ColortrackError(f"{why}; the last complete checkpoint is kept in "
+                                      f"{self.out}") from None
             raise
-        shutil.rmtree(self.out / name, ignore_errors=True)
-        os.replace(tmp, self.out / name)
         atomic_write_bytes(self.out / "latest", name.encode())
         with atomic_path(self.out / "model.safetensors") as model:
             shutil.copyfile(self.out / name / "model.safetensors", model)

@@ -157,6 +157,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch=args.batch,
         lr=args.lr,
         resume=args.resume,
+        overwrite=args.overwrite,
         overrides=args.set or [],
         device=args.device,
         progress=not args.quiet,
@@ -336,6 +337,8 @@ def _add_model_commands(sub: Any) -> None:
     p.add_argument("--batch", type=int, help="batch size (default: the preset's)")
     p.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in RUN_DIR (its "
+                   "files go once the new run's settings and videos are checked)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p = _add(sub, "info", cmd_info, "describe a preset or a trained model")

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from colortrack.checkpoint import load_model
 from colortrack.color import lab_to_rgb, lightness, quantize
 from colortrack.errors import ColortrackError
-from colortrack.io_utils import IMAGE_ERRORS, check_new_file
+from colortrack.io_utils import IMAGE_ERRORS, check_new_file, upright
 from colortrack.learned import FrameEncoder, grid_to_labels, padded_lab, torch_device
 from colortrack.model import Encoder
 from colortrack.outputs import locked
@@ -30,7 +30,7 @@ def _read_reference(path: str | Path, width: int, height: int) -> np.ndarray:
         raise ColortrackError(f"{path}: reference image not found")
     try:
         with Image.open(path) as image:
-            rgb = np.array(image.convert("RGB"))
+            rgb = np.array(upright(image).convert("RGB"))
     except IMAGE_ERRORS as error:
         raise ColortrackError(f"{path}: cannot read reference image ({error})") from None
     if rgb.shape[:2] != (height, width):

@@ -12,12 +12,22 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from colortrack.errors import ColortrackError
 
 # What Pillow raises on damaged or hostile image files (broken PNG chunks raise SyntaxError).
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+_ORIENTATION = 0x0112  # the EXIF tag of how a camera held the picture
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The image as viewers show it: turned by its EXIF orientation (phones store it sideways)."""
+    if image.getexif().get(_ORIENTATION, 1) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
 
 
 def reason(error: BaseException) -> str:

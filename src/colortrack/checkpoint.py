@@ -26,6 +26,7 @@ from colortrack.config import INPUTS, ModelConfig, TrainConfig, from_dict, to_di
 from colortrack.errors import ColortrackError
 from colortrack.io_utils import atomic_path, atomic_write_bytes, reason
 from colortrack.model import Encoder
+from colortrack.model_schema import check_config, check_weights
 
 FORMAT = "colortrack-model/1"
 KEEP_CHECKPOINTS = 2
@@ -93,6 +94,7 @@ def _model_config(data: Any) -> ModelConfig:
         value = getattr(cfg, field.name)
         if not _like(value, getattr(defaults, field.name)):
             raise ValueError(f"bad {field.name} {value!r}")
+    check_config(cfg)
     return cfg
 
 
@@ -113,7 +115,8 @@ def load_model(path: str | Path | None = None) -> tuple[Encoder, torch.Tensor, d
         if not isinstance(info, dict):
             raise ValueError("info is not a JSON object")
         with torch.device("meta"):  # the shapes the config implies, without allocating them
-            expected = {k: v.shape for k, v in Encoder(cfg).state_dict().items()}
+            reference = Encoder(cfg).state_dict()
+        expected = {k: v.shape for k, v in reference.items()}
     except (KeyError, ValueError, TypeError, RecursionError) as error:
         raise ColortrackError(f"{path}: damaged model config ({error})") from None
     centroids = tensors.pop("centroids", None)
@@ -124,6 +127,10 @@ def load_model(path: str | Path | None = None) -> tuple[Encoder, torch.Tensor, d
             raise ColortrackError(f"{path}: weights do not match the model config (at {name})")
     if not all(v.isfinite().all() for v in [centroids, *tensors.values()] if v.is_floating_point()):
         raise ColortrackError(f"{path}: the weights hold NaN or inf")
+    try:
+        check_weights(tensors, {k: v.dtype for k, v in reference.items()}, centroids)
+    except ValueError as error:
+        raise ColortrackError(f"{path}: implausible weights ({error})") from None
     encoder = Encoder(cfg)
     try:
         encoder.load_state_dict(tensors, strict=True)

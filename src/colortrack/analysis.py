@@ -72,9 +72,9 @@ def read_attributes(root: str | Path) -> dict[str, list[str]]:
     import yaml
 
     try:
-        info = yaml.safe_load(path.read_text())
+        info = yaml.safe_load(path.read_text(encoding="utf-8"))
         return {s["name"]: list(s.get("attributes") or []) for s in info["sequences"]}
-    except (yaml.YAMLError, KeyError, TypeError) as error:
+    except (yaml.YAMLError, KeyError, TypeError, OSError, UnicodeDecodeError) as error:
         raise ColortrackError(f"{path}: not a DAVIS db_info.yml ({error})") from None
 
 

@@ -101,20 +101,25 @@ def embed_video(video: str | Path, out: str | Path, model: str | Path | None = N
                 buffered.append((frame, embedding))
                 if len(head) < fit_frames:
                     continue
-                projection = _fit_pca(torch.cat(head))
+                projection = _fit_pca(torch.cat(head), video)
                 pending, buffered = buffered, []
             else:
                 pending = [(frame, embedding)]
             for f, e in pending:
                 writer.write(_render(f, e, *projection))
         if projection is None and head:
-            projection = _fit_pca(torch.cat(head))
+            projection = _fit_pca(torch.cat(head), video)
             for f, e in buffered:
                 writer.write(_render(f, e, *projection))
     return Path(out)
 
 
-def _fit_pca(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _fit_pca(x: torch.Tensor, video: str | Path
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The 3 principal components of embeddings `x` (N, D) and their 1-99 % ranges."""
+    if len(x) < 3:  # three colors need three embedding cells (8x8 pixels each) at least
+        raise ColortrackError(f"{video}: too small to embed ({len(x)} embedding cells in the "
+                              f"first frames; 3 are needed, as in one 16x16 frame)")
     mean = x.mean(0)
     _, _, v = torch.pca_lowrank(x - mean, q=3, center=False)
     y = (x - mean) @ v

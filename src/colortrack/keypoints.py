@@ -105,6 +105,10 @@ def _number(value: Any, where: str) -> float:
     return number
 
 
+MAX_FRAME = 10**9  # a frame index past any video (a day at 10,000 fps)
+MAX_COORDINATE = 1e6  # pixels; keeps points finite in float32 and far beyond any frame
+
+
 def _load_json(path: Path) -> Any:
     """Parse strictly: NaN/Infinity literals and bad UTF-8 are errors, as are absurd nestings."""
     if not path.is_file():
@@ -158,8 +162,8 @@ def _parse_frame(entry: Any, k: int, count: int) -> Frame:
     where = f"frames[{k}]"
     if not isinstance(entry, dict) or set(entry) != {"frame", "points"}:
         raise _Invalid(f'{where} must be an object with exactly "frame" and "points"')
-    if not _is_int(entry["frame"]) or entry["frame"] < 0:
-        raise _Invalid(f"{where}.frame must be a frame index >= 0")
+    if not _is_int(entry["frame"]) or not 0 <= entry["frame"] <= MAX_FRAME:
+        raise _Invalid(f"{where}.frame must be a frame index 0..{MAX_FRAME}")
     points = entry["points"]
     if not isinstance(points, list) or len(points) != count:
         raise _Invalid(f"{where}.points must list {count} points, one per name")
@@ -169,9 +173,10 @@ def _parse_frame(entry: Any, k: int, count: int) -> Frame:
         spot = f"{where}.points[{i}]"
         if not isinstance(point, list) or len(point) != 3:
             raise _Invalid(f"{spot} must be [x, y, visible]")
-        xy[i] = _number(point[0], f"{spot} x"), _number(point[1], f"{spot} y")
-        if not np.isfinite(xy[i]).all():
-            raise _Invalid(f"{spot} is too large")
+        x, y = _number(point[0], f"{spot} x"), _number(point[1], f"{spot} y")
+        if max(abs(x), abs(y)) > MAX_COORDINATE:
+            raise _Invalid(f"{spot} lies beyond {MAX_COORDINATE:g} pixels")
+        xy[i] = x, y
         if point[2] not in (0, 1) or isinstance(point[2], float):
             raise _Invalid(f"{spot} visible must be 0 or 1, got {point[2]!r}")
         visible[i] = bool(point[2])

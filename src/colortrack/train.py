@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from colortrack.analysis import plot_training
+from colortrack.bounds import check_memory
 from colortrack.checkpoint import Checkpoints, load_model, load_optimizer, read_state
 from colortrack.clips import ClipDataset, find_videos
 from colortrack.color import hide_chroma, kmeans, lab_to_rgb, quantize, rgb_to_lab
@@ -321,6 +322,10 @@ def _train(videos: list[str | Path], preset: str | None, out: Path, steps: int |
     latest = _existing_run(out, resume, overwrite)
     state = read_state(latest) if latest and resume else None
     model_cfg, cfg = resolve_configs(preset, state, steps, batch, lr, overrides or [])
+    # The clips and the stem's activations of one step: a floor under what training needs.
+    check_memory(cfg.batch * (cfg.refs + 1) * cfg.size**2 * (15 + model_cfg.stem_channels),
+                 f"training with batch {cfg.batch} of {cfg.refs + 1} frames at {cfg.size}x"
+                 f"{cfg.size}", "lower --batch or --set size or refs")
     rank, world, dev = _setup_distributed(device)
     if cfg.batch % world:
         raise UsageError(f"--batch {cfg.batch} must be divisible by the {world} processes")

@@ -13,9 +13,10 @@ from typing import Any
 from colortrack.errors import UsageError
 
 # (lowest, highest) usable value of each setting; far beyond any preset in both directions.
+# Learning rates have none: a divergent one stops training with its own message.
 TRAIN_LIMITS: dict[str, tuple[float, float]] = {
     "size": (8, 4096), "refs": (1, 64), "batch": (1, 65536), "fps": (0.01, 1000),
-    "max_gap": (1, 1000), "steps": (1, 10**12), "lr": (0, 1e3), "lr_final": (0, 1e3),
+    "max_gap": (1, 1000), "steps": (1, 10**12),
     "lr_drop_step": (0, 10**12), "temperature": (1e-4, 1e4), "radius": (0, 1024),
     "cache_short_side": (0, 4096), "workers": (0, 256), "kmeans_pixels": (1, 10**8),
     "val_clips": (1, 10**5), "log_every": (1, 10**12), "val_every": (1, 10**12),

@@ -189,3 +189,34 @@ def test_a_second_writer_of_a_file_is_refused(capsys, clip, tmp_path) -> None:
         code, err = cli(capsys, "embed", clip[0], "--out", out)
     assert code == 1 and "in use by another colortrack command" in err
     assert not out.exists()
+
+
+def test_an_output_reached_by_a_link_is_replaced_where_it_lies(capsys, clip, tmp_path) -> None:
+    real = tmp_path / "results"
+    real.mkdir()
+    (real / "00000.png").write_bytes(b"earlier")
+    (tmp_path / "link").symlink_to(real)
+    assert cli(capsys, *track(clip, tmp_path / "link", "--overwrite"))[0] == 0
+    assert (tmp_path / "link").is_symlink() and (real / "overlay.mp4").is_file()
+    assert (real / "00000.png").read_bytes() != b"earlier" and not hidden(tmp_path)
+
+
+def test_a_stopped_demo_leaves_nothing(tmp_path) -> None:
+    """Stopped after its first method's results were written: no partial demo, so the rerun
+    needs no --overwrite."""
+    out = tmp_path / "demo"
+    process = subprocess.Popen([sys.executable, "-m", "colortrack", "-q", "demo", "--out",
+                                str(out), "--model", "nope.safetensors"],
+                               stderr=subprocess.PIPE, text=True)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1 and err.count("\n") == 1 and not out.exists()
+    process = subprocess.Popen([sys.executable, "-m", "colortrack", "-q", "demo", "--out",
+                                str(out)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".demo.colortrack-*.tmp/flow")):
+        assert process.poll() is None and time.monotonic() < deadline, "the demo did not run"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143 and err == "colortrack: interrupted\n"
+    assert list(tmp_path.iterdir()) == []

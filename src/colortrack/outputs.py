@@ -155,6 +155,8 @@ def output_folder(
     failure the staging folder goes, and so do the parents of `target` this call created.
     """
     target = Path(target)
+    if target.is_symlink():  # the swap must replace the folder it names, not the link
+        target = Path(os.path.realpath(target))
     if target.exists() and not target.is_dir():
         raise ColortrackError(f"{target}: exists and is not a folder")
     created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]

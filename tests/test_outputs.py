@@ -220,3 +220,22 @@ def test_a_stopped_demo_leaves_nothing(tmp_path) -> None:
     _, err = process.communicate(timeout=60)
     assert process.returncode == 143 and err == "colortrack: interrupted\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_swap_keeps_every_earlier_result(capsys, clip, tmp_path) -> None:
+    """The results cannot be renamed over a mount point (where the machine allows mounting):
+    the error comes at the very last step, and the earlier results must survive it whole."""
+    out = tmp_path / "out"
+    out.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(out)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        (out / "00000.png").write_bytes(b"earlier")
+        code, err = cli(capsys, *track(clip, out, "--overwrite"))
+        assert code == 1 and err.startswith(f"colortrack: error: {out}: cannot write (")
+        assert err.count("\n") == 1
+        assert snapshot(out) == {"00000.png": hashlib.sha256(b"earlier").hexdigest()}
+        assert not hidden(tmp_path)
+    finally:
+        subprocess.run(["umount", str(out)], check=True)

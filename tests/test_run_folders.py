@@ -145,3 +145,8 @@ def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(capsys, video
         assert not list((disk / "run").rglob(".*"))
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_refused_run_leaves_no_folders(capsys, videos, tmp_path) -> None:
+    code, err = train(capsys, videos, tmp_path / "a" / "b" / "run", "--batch", "0")
+    assert code == 2 and list(tmp_path.iterdir()) == []

@@ -286,13 +286,20 @@ def run(videos: list[str | Path], *, preset: str | None = None, out: str | Path,
     if int(os.environ.get("RANK", "0")) != 0:  # the lock is rank 0's: one writer per run
         return _train(videos, preset, out, steps, batch, lr, resume, overwrite, overrides,
                       device, progress)
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ColortrackError(f"{out}: cannot use as run folder ({error.strerror})") from None
-    with locked(out):
-        return _train(videos, preset, out, steps, batch, lr, resume, overwrite, overrides,
-                      device, progress)
+    try:
+        with locked(out):
+            return _train(videos, preset, out, steps, batch, lr, resume, overwrite, overrides,
+                          device, progress)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            for folder in created:
+                folder.rmdir()  # only when empty: a refused run leaves no folders behind
+        raise
 
 
 def _existing_run(out: Path, resume: bool, overwrite: bool) -> Path | None:

@@ -351,17 +351,6 @@ def _train(videos: list[str | Path], preset: str | None, out: Path, steps: int |
     if held:
         val_set = ClipDataset(held, cfg, length=cfg.val_clips)
         val_clips = torch.stack([val_set[i] for i in range(cfg.val_clips)])
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        if overwrite:  # everything is checked: only now does the earlier run go
-            for path in (out / name for name in run_files(out)):
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink()
-        checkpoints.clean()
-        (out / "previews").mkdir(exist_ok=True)
-
     if latest is not None and state is not None:
         encoder, centroids, _ = load_model(latest / "model.safetensors")
         if encoder.cfg != model_cfg:
@@ -373,6 +362,16 @@ def _train(videos: list[str | Path], preset: str | None, out: Path, steps: int |
         centroids = kmeans(sample_ab(dataset, cfg.kmeans_pixels, cfg.seed), model_cfg.num_colors,
                            seed=cfg.seed)
         encoder = Encoder(model_cfg)
+    if rank == 0:  # the model and data are ready: only now is the run folder touched
+        out.mkdir(parents=True, exist_ok=True)
+        if overwrite:  # everything is checked: only now does the earlier run go
+            for path in (out / name for name in run_files(out)):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+        checkpoints.clean()
+        (out / "previews").mkdir(exist_ok=True)
     prior = color_prior(sample_ab(dataset, cfg.kmeans_pixels, cfg.seed + 1), centroids)
     encoder.to(dev)
     centroids = centroids.to(dev)

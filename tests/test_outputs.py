@@ -125,7 +125,7 @@ def test_the_lock_holds_across_processes(capsys, clip, tmp_path) -> None:
     out = tmp_path / "out"
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from colortrack.outputs import locked\n"
-         f"with locked({str(out)!r}):\n print('held', flush=True); time.sleep(30)"],
+         f"with locked({str(out)!r}):\n print('held', flush=True); time.sleep(600)"],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "held\n"

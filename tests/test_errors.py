@@ -230,7 +230,8 @@ def test_full_disk_on_a_tiny_tmpfs(capsys, clip, tmp_path) -> None:
         subprocess.run(["umount", str(disk)], check=True)
 
 
-def test_earlier_results_need_overwrite_and_are_never_deleted(capsys, clip, tmp_path) -> None:
+def test_overwrite_replaces_earlier_results_whole_and_keeps_other_files(capsys, clip, tmp_path
+                                                                          ) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
@@ -240,7 +241,7 @@ def test_earlier_results_need_overwrite_and_are_never_deleted(capsys, clip, tmp_
     one_line(err, "already holds tracking outputs (00099.png, ...)", "--overwrite")
     before = digest(*clip)
     assert cli(capsys, *track(clip[0], "--mask", clip[1], "--out", out, "--overwrite"))[0] == 0
-    assert (out / "notes.txt").read_text() == "mine" and (out / "00099.png").exists()
+    assert (out / "notes.txt").read_text() == "mine" and not (out / "00099.png").exists()
     assert len(list(out.glob("0000?.png"))) == 6 and digest(*clip) == before
     assert not leftovers(tmp_path)
 
@@ -251,7 +252,7 @@ def test_an_input_is_never_an_output(capsys, clip, tmp_path) -> None:
     before = digest(clip[0], mask)
     code, err = cli(capsys, *track(clip[0], "--mask", mask, "--out", tmp_path, "--overwrite"))
     assert code == 1
-    one_line(err, "00000.png: is an input")
+    one_line(err, "is an input, inside the output folder")
     assert digest(clip[0], mask) == before
 
 
@@ -272,7 +273,7 @@ def test_stopped_run_exits_cleanly_and_leaves_nothing(tmp_path, long_clip, stop,
                "--out", str(out), "--method", "flow"]  # fmt: skip
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
-    while not list(out.glob(".colortrack-*/00003.png")):  # well into the run
+    while not list(tmp_path.glob(".out.colortrack-*/00003.png")):  # well into the run
         assert process.poll() is None and time.monotonic() < deadline, "no output appeared"
         time.sleep(0.01)
     process.send_signal(stop)
@@ -285,10 +286,12 @@ def test_stopped_run_exits_cleanly_and_leaves_nothing(tmp_path, long_clip, stop,
 
 def test_other_commands(capsys, clip, tmp_path) -> None:
     video, mask = clip
+    empty = tmp_path / "empty"
+    empty.mkdir()
     cases = [
         (["eval", "davis", "--root", tmp_path / "no", "--predictions", tmp_path], "no: DAVIS root"),
-        (["bench", "davis", "--root", tmp_path, "--out", tmp_path / "o"], "annotation folder not"),
-        (["bench", "badja", "--root", tmp_path / "no", "--davis-root", tmp_path,
+        (["bench", "davis", "--root", empty, "--out", tmp_path / "o"], "annotation folder not"),
+        (["bench", "badja", "--root", tmp_path / "no", "--davis-root", empty,
           "--out", tmp_path / "o", "--json", tmp_path / "j.json"], "no: BADJA folder"),  # fmt: skip
         (["train", tmp_path / "no", "--out", tmp_path / "run"], "no: no such file or folder"),
         (["train", video, "--out", tmp_path / "run"], "clip.mp4: too short for a training clip"),

@@ -135,7 +135,7 @@ def test_foreign_or_damaged_checkpoints_are_clear_errors(capsys, videos, tmp_pat
     assert err == ("colortrack: error: the run to resume was trained with preset 'cpu', not "
                    "'paper'; leave out --preset or choose another --out\n")  # fmt: skip
     code, err = train(capsys, videos, out, "--steps", "6")
-    assert code == 2 and "already holds a training run; pass --resume" in err
+    assert code == 2 and "already holds a training run (ckpt-00000003, ...); pass --resume" in err
 
     folder = out / "ckpt-00000003"
     state = (folder / "state.json").read_text()

@@ -21,12 +21,13 @@ import numpy as np
 from PIL import Image
 
 from colortrack.data.annotations import write_mask
-from colortrack.data.files import shown, staged_dir
+from colortrack.data.files import shown
 from colortrack.data.keypoints import Keypoints, write_track_csv, write_track_json
+from colortrack.data.outputs import output_folder
 from colortrack.data.video import VideoReader
 from colortrack.data.video_writer import VideoWriter
 from colortrack.errors import ColortrackError, UsageError
-from colortrack.track.tracking import LabelPropagator, Tracker
+from colortrack.track.tracking import LabelPropagator, Tracker, is_tracking_output
 from colortrack.track.visualize import draw_points, overlay_mask
 
 MAX_FRAMES = 20_000  # JPEGs in memory: about 40 KB each at 480p
@@ -189,7 +190,8 @@ class Session:
             raise UsageError(f"{out}: holds the video; choose another export folder")
         if out.is_dir() and any(map(shown, out.iterdir())) and not overwrite:
             raise UsageError(f"{out}: already holds files; tick 'overwrite' to replace them")
-        with staged_dir(out) as stage, VideoWriter(stage / "overlay.mp4", self.fps) as writer:
+        with (output_folder(out, overwrite=overwrite, ours=is_tracking_output) as stage,
+              VideoWriter(stage / "overlay.mp4", self.fps) as writer):
             if self.tracks:
                 names = tuple(f"point{i + 1}" for i in range(len(self.points)))
                 write_track_json(stage / "points.json", names, (), self.tracks)

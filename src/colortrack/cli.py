@@ -27,6 +27,7 @@ from colortrack.config import (
     settings_help,
 )
 from colortrack.errors import ColortrackError, Terminated, UsageError
+from colortrack.validate import printable
 
 log = logging.getLogger("colortrack")
 
@@ -152,6 +153,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch=args.batch,
         lr=args.lr,
         resume=args.resume,
+        overwrite=args.overwrite,
         overrides=args.set or [],
         device=args.device,
         progress=not args.quiet,
@@ -355,6 +357,8 @@ def _add_model_commands(sub: Any) -> None:
     p.add_argument("--batch", type=int, help="batch size (default: the preset's)")
     p.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in RUN_DIR (its "
+                   "files go once the new run's settings and videos are checked)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="model or training setting (repeatable; keys listed below)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -392,6 +396,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Arguments naming files a command reads, and those naming what it writes.
+_INPUTS = ("video", "mask", "points", "model", "reference", "root", "davis_root", "predictions",
+           "split", "keypoints", "badja_root")
+_INPUT_LISTS = ("videos", "compare")
+_FILE_OUTPUTS = ("colorize", "embed")  # commands whose --out is a file, not a folder
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output that would write into or over an input."""
+    from colortrack.validate import check_paths
+
+    inputs = [getattr(args, name, None) for name in _INPUTS]
+    inputs += [path for name in _INPUT_LISTS for path in getattr(args, name, None) or ()]
+    out, json_file = getattr(args, "out", None), getattr(args, "json", None)
+    if args.command in _FILE_OUTPUTS:
+        check_paths(inputs, files=[out, json_file])
+    else:
+        check_paths(inputs, folders=[out], files=[json_file])
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
@@ -412,11 +436,15 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
+    for stream in (sys.stdout, sys.stderr):  # file names may hold bytes no encoding can print
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
+        _check_paths(args)
         return args.func(args)
     except KeyboardInterrupt as stop:
         if args.debug:
@@ -426,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ColortrackError, OSError) as error:
         if args.debug:
             raise
-        print(f"colortrack: error: {_message(error)}", file=sys.stderr)
+        print(f"colortrack: error: {printable(_message(error))}", file=sys.stderr)
         return 2 if isinstance(error, UsageError) else 1
     finally:
         if previous is not None:

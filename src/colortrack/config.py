@@ -12,6 +12,7 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from colortrack.bounds import PROPAGATION_LIMITS, TRAIN_LIMITS, check_ranges
 from colortrack.errors import UsageError
 
 
@@ -127,6 +128,7 @@ class TrainConfig:
                      for name, ok, rule in rules if not ok]
         if problems:
             raise UsageError(f"bad training setting: {'; '.join(problems)}")
+        check_ranges(self, TRAIN_LIMITS, "training")
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,7 @@ class PropagationConfig:
                 problems.append(f"{name}={value} (must be > 0)")
         if problems:
             raise UsageError(f"bad propagation setting: {', '.join(problems)}")
+        check_ranges(self, PROPAGATION_LIMITS, "propagation")
 
 
 @dataclass(frozen=True)

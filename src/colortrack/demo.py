@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from colortrack.data.annotations import read_mask
+from colortrack.data.outputs import output_folder
 from colortrack.data.video import VideoReader
-from colortrack.errors import ColortrackError
 from colortrack.eval.metrics import evaluate_sequence
 from colortrack.track.tracking import Tracker, track_to_dir
 from colortrack.track.visualize import write_gif
@@ -37,22 +37,21 @@ def score(predictions: Path, truth: list[Path]) -> tuple[float, float]:
 
 def run_demo(out: str | Path = "colortrack-demo", *, overwrite: bool = False,
              progress: bool = True, model: str | Path | None = None) -> str:
-    """Track the clip with each method into OUT/<method>/, write OUT/demo.gif; return a table."""
+    """Track the clip with each method into OUT/<method>/, write OUT/demo.gif; return a table.
+
+    OUT appears whole or not at all: a failed or stopped demo leaves it as it was."""
     out = Path(out)
-    earlier = [m for m in METHODS if (out / m).is_dir() and any((out / m).iterdir())]
-    if earlier and not overwrite:
-        raise ColortrackError(f"{out}: already holds a demo ({earlier[0]}/); pass --overwrite "
-                              "to replace it or choose another --out")
     video, truth = demo_clip()
     rows = [f"{'method':<10} {'J&F':>6} {'J':>6} {'F':>6} {'s/frame':>8}"]
-    for method in METHODS:
-        tracker = Tracker.from_pretrained(model if method == "model" else None, method=method)
-        summary = track_to_dir(tracker, video, truth[0], out / method, overwrite=overwrite,
-                               progress=progress)
-        j, f = score(out / method, truth)
-        rows.append(f"{method:<10} {(j + f) / 2:>6.1f} {j:>6.1f} {f:>6.1f} "
-                    f"{summary.seconds / summary.frames:>8.3f}")
-    with VideoReader(out / "model" / "overlay.mp4", short_side=240) as overlay:
-        write_gif(out / "demo.gif", list(overlay), fps=12)
+    ours = {*METHODS, "demo.gif"}.__contains__
+    with output_folder(out, overwrite=overwrite, ours=ours, what="a demo") as stage:
+        for method in METHODS:
+            tracker = Tracker.from_pretrained(model if method == "model" else None, method=method)
+            summary = track_to_dir(tracker, video, truth[0], stage / method, progress=progress)
+            j, f = score(stage / method, truth)
+            rows.append(f"{method:<10} {(j + f) / 2:>6.1f} {j:>6.1f} {f:>6.1f} "
+                        f"{summary.seconds / summary.frames:>8.3f}")
+        with VideoReader(stage / "model" / "overlay.mp4", short_side=240) as overlay:
+            write_gif(stage / "demo.gif", list(overlay), fps=12)
     rows.append(f"\nmasks and overlay.mp4 per method in {out}/, preview: {out / 'demo.gif'}")
     return "\n".join(rows)

@@ -14,6 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from colortrack.bounds import check_memory
 from colortrack.copy.reference import FAR
 from colortrack.copy.windows import TILE, Tile, as_tile, reach, window_shape
 
@@ -21,6 +22,20 @@ from colortrack.copy.windows import TILE, Tile, as_tile, reach, window_shape
 # then lies within CONSTANT / 2 of their range's midpoint, whatever the weights. Propagated soft
 # labels diffuse, so an exact test would find ever fewer such tiles (docs/performance.md).
 CONSTANT = 1e-3
+
+
+def _check_context_memory(h: int, w: int, d: int, c: int, recent: int, radius: float,
+                          tile: Tile, windowed: int, scoring: torch.dtype) -> None:
+    """Refuse a context whose buffers alone would not fit in memory, before allocating them."""
+    if radius <= 0:  # every frame kept whole; scores for up to 4096 queries at a time
+        needed = 4 * (recent * h * w * (d + c) + 2 * min(h * w, 4096) * (recent + 1) * h * w)
+    else:
+        rows, cols = window_shape(tile, radius)
+        cells = (-(-h // tile[0]) * tile[0] + rows) * (-(-w // tile[1]) * tile[1] + cols)
+        per_cell = d * scoring.itemsize + (4 * d if scoring != torch.float32 else 0) + 4 * c
+        needed = windowed * cells * per_cell
+    check_memory(needed, f"tracking with {recent} context frames and radius {radius:g} on a "
+                 f"{w}x{h} feature grid", "lower --set context or radius, or use a smaller video")
 
 
 class Context:
@@ -52,10 +67,11 @@ class Context:
         self.global_first = global_first or radius <= 0
         self.first = (keys.flatten(1).T, labels.flatten(1).T)  # (hw, D), (hw, C)
         self.dense: collections.deque = collections.deque(maxlen=recent)
-        if radius <= 0:
-            return
         (th, tw), c = self.tile, labels.shape[0]
         slots = recent + (0 if self.global_first else 1 + anchors)
+        _check_context_memory(self.h, self.w, d, c, recent, radius, self.tile, slots, scoring)
+        if radius <= 0:
+            return
         self.rows, self.cols = window_shape(self.tile, radius)
         # Padded by the reach above and left; below and right, far enough for the last tile's
         # window (the columns' rounding included).

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from colortrack.data.files import IMAGE_ERRORS, atomic_path
+from colortrack.data.files import IMAGE_ERRORS, atomic_path, upright
 from colortrack.errors import ColortrackError
 
 
@@ -32,18 +32,29 @@ def _davis_palette() -> np.ndarray:
 DAVIS_PALETTE: np.ndarray = _davis_palette()
 
 
+# Formats whose compression changes pixel values: a mask's ids must survive exactly.
+LOSSY_FORMATS = frozenset({"JPEG", "MPO", "JPEG2000", "WEBP"})
+
+
 def read_mask(path: str | Path) -> np.ndarray:
-    """Read an object-id map (H, W) uint8 from a palette, binary or grayscale PNG."""
+    """Read an object-id map (H, W) uint8 from a palette, binary or grayscale PNG (upright by
+    its EXIF orientation); lossy formats are refused."""
     path = Path(path)
     if not path.is_file():
         raise ColortrackError(f"{path}: mask file not found")
     try:
         with Image.open(path) as image:
             image.load()
+            kind = image.format
+            image = upright(image)
             mode = image.mode
             array = np.array(image)
     except IMAGE_ERRORS as error:
         raise ColortrackError(f"{path}: cannot read mask image ({error})") from None
+    if kind in LOSSY_FORMATS:
+        raise ColortrackError(f"{path}: a {kind} mask holds compression noise "
+                              "that reads as extra objects; save masks as PNG (a palette PNG, "
+                              "or 0/255 grayscale for one object)")
     if mode in ("P", "1"):
         return array.astype(np.uint8)
     if mode in ("L", "I") or mode.startswith("I;16"):

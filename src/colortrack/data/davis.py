@@ -34,7 +34,11 @@ def _read_sequence_list(path: Path) -> list[str]:
     DAVIS-2016 lists), whose sequence is the folder of the first path.
     """
     names: dict[str, None] = {}
-    for line in path.read_text().splitlines():
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ColortrackError(f"{path}: cannot read the sequence list ({error})") from None
+    for line in lines:
         fields = line.split()
         if not fields:
             continue

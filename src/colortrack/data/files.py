@@ -8,17 +8,26 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from colortrack.errors import ColortrackError
 
 # What Pillow raises on damaged or hostile image files (broken PNG chunks raise SyntaxError).
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+_ORIENTATION = 0x0112  # the EXIF tag of how a camera held the picture
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The image as viewers show it: turned by its EXIF orientation (phones store it sideways)."""
+    if image.getexif().get(_ORIENTATION, 1) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
 
 
 def reason(error: BaseException) -> str:
@@ -57,40 +66,6 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def shown(path: Path) -> bool:
     """Whether a name is not hidden; dot names are unfinished writes (ours or other tools')."""
     return not path.name.startswith(".")
-
-
-@contextlib.contextmanager
-def staged_dir(out: str | Path) -> Iterator[Path]:
-    """Yield a hidden folder inside `out`; when the block succeeds its files move into `out`.
-
-    A run that fails or is interrupted removes that folder with everything in it, and `out` (and
-    its parents) too if this call created them: `out` gets a run's whole results or nothing, and
-    no file the run did not write is ever deleted.
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ColortrackError(f"{out}: exists and is not a folder")
-    created = [p for p in (out, *out.parents) if not p.exists()]
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=".colortrack-", suffix=".tmp", dir=out))
-    except OSError as error:
-        raise ColortrackError(f"{out}: cannot use as output folder ({reason(error)})") from None
-    try:
-        yield stage
-        for item in sorted(stage.iterdir()):
-            os.replace(item, out / item.name)
-    except BaseException as error:
-        shutil.rmtree(stage, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            for folder in created:
-                folder.rmdir()  # only when empty: nothing else is ever removed
-        if isinstance(error, OSError):
-            raise ColortrackError(f"{out}: cannot write ({reason(error)})") from None
-        if isinstance(error, ColortrackError) and str(stage) in str(error):  # name the real file
-            raise type(error)(str(error).replace(str(stage), str(out))) from error
-        raise
-    stage.rmdir()
 
 
 def check_new_file(path: str | Path, overwrite: bool, inputs: tuple[str | Path, ...] = ()) -> None:

@@ -76,8 +76,12 @@ def jhmdb_clips(root: Path, wanted: list[str] | None = None) -> dict[str, tuple[
     if not root.is_dir():
         raise ColortrackError(f"{root}: JHMDB folder not found")
     mats, frame_dirs = [], {}
+    seen = {os.path.realpath(root)}  # followed links may loop back: walk each real folder once
     for folder, subfolders, names in os.walk(root, followlinks=True):
-        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+        real = {d: os.path.realpath(os.path.join(folder, d)) for d in subfolders
+                if not d.startswith(".")}
+        subfolders[:] = [d for d, path in real.items() if path not in seen]
+        seen.update(real.values())
         images = sorted(n for n in names if n.lower().endswith(_IMAGE_SUFFIXES) and shown(Path(n)))
         if images:
             frame_dirs[Path(folder)] = [Path(folder, n) for n in images]

@@ -75,6 +75,10 @@ def finite_number(value: Any, where: str) -> float:
     return number
 
 
+MAX_FRAME = 10**9  # a frame index past any video (a day at 10,000 fps)
+MAX_COORDINATE = 1e6  # pixels; keeps points finite in float32 and far beyond any frame
+
+
 def load_json(path: Path) -> Any:
     """Parse strictly: NaN/Infinity literals and bad UTF-8 are errors, as are absurd nestings."""
     if not path.is_file():
@@ -128,8 +132,8 @@ def _parse_frame(entry: Any, k: int, count: int) -> Frame:
     where = f"frames[{k}]"
     if not isinstance(entry, dict) or set(entry) != {"frame", "points"}:
         raise Invalid(f'{where} must be an object with exactly "frame" and "points"')
-    if not _is_int(entry["frame"]) or entry["frame"] < 0:
-        raise Invalid(f"{where}.frame must be a frame index >= 0")
+    if not _is_int(entry["frame"]) or not 0 <= entry["frame"] <= MAX_FRAME:
+        raise Invalid(f"{where}.frame must be a frame index 0..{MAX_FRAME}")
     points = entry["points"]
     if not isinstance(points, list) or len(points) != count:
         raise Invalid(f"{where}.points must list {count} points, one per name")
@@ -139,9 +143,10 @@ def _parse_frame(entry: Any, k: int, count: int) -> Frame:
         spot = f"{where}.points[{i}]"
         if not isinstance(point, list) or len(point) != 3:
             raise Invalid(f"{spot} must be [x, y, visible]")
-        xy[i] = finite_number(point[0], f"{spot} x"), finite_number(point[1], f"{spot} y")
-        if not np.isfinite(xy[i]).all():
-            raise Invalid(f"{spot} is too large")
+        x, y = finite_number(point[0], f"{spot} x"), finite_number(point[1], f"{spot} y")
+        if max(abs(x), abs(y)) > MAX_COORDINATE:
+            raise Invalid(f"{spot} lies beyond {MAX_COORDINATE:g} pixels")
+        xy[i] = x, y
         if point[2] not in (0, 1) or isinstance(point[2], float):
             raise Invalid(f"{spot} visible must be 0 or 1, got {point[2]!r}")
         visible[i] = bool(point[2])

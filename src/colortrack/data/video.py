@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from colortrack.data.files import IMAGE_ERRORS, reason, shown
+from colortrack.data.files import IMAGE_ERRORS, reason, shown, upright
 from colortrack.errors import ColortrackError, UsageError
 
 VIDEO_EXTENSIONS: frozenset[str] = frozenset(
@@ -62,12 +62,26 @@ def _frame_files(folder: Path) -> list[Path]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """One RGB frame from an image file; any failure is a ColortrackError naming it."""
+    """One RGB frame from an image file, upright by its EXIF orientation; any failure is a
+    ColortrackError naming it."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.asarray(upright(image).convert("RGB"))
     except IMAGE_ERRORS as error:
         raise ColortrackError(f"{path}: cannot read image ({reason(error)})") from None
+
+
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns that show a frame as displayed: phones record sideways
+    and store the turn in the stream's display matrix."""
+    return round((frame.rotation or 0) / 90) % 4
+
+
+def _rgb(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded frame as an upright (H, W, 3) RGB array."""
+    image = frame.to_ndarray(format="rgb24")
+    turns = _quarter_turns(frame)
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
 def _output_size(width: int, height: int, size: Any, short_side: int | None) -> tuple[int, int]:
@@ -95,7 +109,8 @@ def _open_container(path: Path) -> Any:
     if not path.is_file():
         raise ColortrackError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
     try:
-        container = av.open(str(path), metadata_errors="ignore")
+        # absolute, so that a name like "pipe:1.mp4" is a file and never an FFmpeg protocol
+        container = av.open(str(path.absolute()), metadata_errors="ignore")
     except AV_ERRORS as error:
         raise ColortrackError(f"{path}: not a readable video ({reason(error)})") from None
     if not container.streams.video:
@@ -201,7 +216,10 @@ class VideoReader:
             self.close()
             raise
         self._pending = itertools.chain([first], decoded)
-        width, height = _output_size(first[1].width, first[1].height, self._size, self._short_side)
+        size = (first[1].width, first[1].height)
+        if _quarter_turns(first[1]) % 2:  # displayed turned: width and height trade places
+            size = size[::-1]
+        width, height = _output_size(*size, self._size, self._short_side)
         rate = stream.average_rate or stream.guessed_rate
         source_fps = Fraction(rate) if rate else None
         self._period = _period(stream)
@@ -236,7 +254,7 @@ class VideoReader:
         if self._step is not None:
             frames = ((None, f) for f in _nearest(frames, None, self._step, self._period, True))
         for _, frame in frames:
-            yield _resize(frame.to_ndarray(format="rgb24"), self.info.width, self.info.height)
+            yield _resize(_rgb(frame), self.info.width, self.info.height)
 
     def close(self) -> None:
         """Release the decoder; safe to call twice."""
@@ -331,7 +349,7 @@ def read_clip(
             backoff = max(Fraction(1), 2 * backoff)
         frames = itertools.chain([head] if head else [], frames)
         picked = _nearest(frames, first, Fraction(step), _period(stream), False)
-        clip = [frame.to_ndarray(format="rgb24") for frame in itertools.islice(picked, count)]
+        clip = [_rgb(frame) for frame in itertools.islice(picked, count)]
     except AV_ERRORS as error:
         raise ColortrackError(f"{path}: cannot seek to {start:.3f} s ({reason(error)})") from None
     finally:

@@ -52,7 +52,8 @@ class VideoWriter:
         try:
             if self._container is None:
                 options = {"movflags": "+faststart"}
-                self._container = av.open(str(self._tmp), "w", format="mp4", options=options)
+                self._container = av.open(str(self._tmp.absolute()), "w", format="mp4",
+                                          options=options)
                 stream = self._container.add_stream("libx264", rate=self._fps)
                 stream.height, stream.width = frame.shape[:2]
                 stream.pix_fmt = "yuv420p"

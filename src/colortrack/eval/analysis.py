@@ -12,6 +12,7 @@ import base64
 import html
 import io
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from colortrack.data.annotations import read_mask
 from colortrack.data.davis import DavisDataset, evaluate_davis
-from colortrack.data.files import staged_dir
+from colortrack.data.outputs import output_folder
 from colortrack.data.video import read_image
 from colortrack.errors import ColortrackError, UsageError
 from colortrack.eval.metrics import VOID_ID
@@ -71,9 +72,9 @@ def read_attributes(root: str | Path) -> dict[str, list[str]]:
     import yaml
 
     try:
-        info = yaml.safe_load(path.read_text())
+        info = yaml.safe_load(path.read_text(encoding="utf-8"))
         return {s["name"]: list(s.get("attributes") or []) for s in info["sequences"]}
-    except (yaml.YAMLError, KeyError, TypeError) as error:
+    except (yaml.YAMLError, KeyError, TypeError, OSError, UnicodeDecodeError) as error:
         raise ColortrackError(f"{path}: not a DAVIS db_info.yml ({error})") from None
 
 
@@ -247,6 +248,11 @@ def worst_frames(root: str | Path, predictions: Path, sequence: str, values: np.
     return out
 
 
+def _report_file(name: str) -> bool:
+    """What `analyze` writes: the page and its plots."""
+    return name == "report.html" or name.endswith(".png")
+
+
 def analyze(root: str | Path, predictions: list[str | Path], out: str | Path, *,
             model: str | Path | None = None, colorize: bool = True, overwrite: bool = False,
             keypoints: str | Path | None = None, badja_root: str | Path | None = None) -> str:
@@ -258,7 +264,7 @@ def analyze(root: str | Path, predictions: list[str | Path], out: str | Path, *,
     `badja_root`) adds PCK against the distance from the annotated frame."""
     plt = _pyplot()
     out = Path(out)
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if out.is_dir() and any(map(_report_file, os.listdir(out))) and not overwrite:
         raise ColortrackError(f"{out}: already holds a report; pass --overwrite to replace it")
     methods = [score_predictions(root, p) for p in predictions]
     if len({m.name for m in methods}) < len(methods):
@@ -299,7 +305,7 @@ def analyze(root: str | Path, predictions: list[str | Path], out: str | Path, *,
         figures["keypoints"] = plot_pck(plt, curve)
         lines += ["", "PCK@0.2 by frames since the annotated one: " + ", ".join(
             f"{d}-{d + 9}: {v:.1f}" for d, v in curve.items())]
-    with staged_dir(out) as stage:
+    with output_folder(out, overwrite=overwrite, ours=_report_file, what="a report") as stage:
         body = [f"<h1>colortrack analysis: {html.escape(methods[0].name)}</h1>",
                 f"<pre>{html.escape(chr(10).join(lines))}</pre>"]
         for name, figure in figures.items():

@@ -8,6 +8,7 @@ sequence.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -20,9 +21,9 @@ from tqdm import tqdm
 from colortrack.data.annotations import read_mask, write_mask
 from colortrack.data.badja import BADJA_JOINTS, BADJA_SKELETON, badja_files, read_badja
 from colortrack.data.davis import DavisDataset, DavisReport, evaluate_davis
-from colortrack.data.files import shown, staged_dir
 from colortrack.data.jhmdb import JHMDB_JOINTS, JHMDB_SKELETON, jhmdb_clips, read_jhmdb
 from colortrack.data.keypoints import Keypoints, write_track_json
+from colortrack.data.outputs import output_folder
 from colortrack.data.video import read_image
 from colortrack.errors import ColortrackError, UsageError
 from colortrack.eval.metrics import VOID_ID, pck
@@ -37,13 +38,11 @@ def _frames(paths: list[Path]) -> Iterator[np.ndarray]:
         yield read_image(path)
 
 
-def _prepare(folder: Path, overwrite: bool) -> None:
-    """Refuse to mix new predictions with an earlier run's unless `overwrite`.
-
-    Outputs are then written through `staged_dir`, so an interrupted sequence leaves nothing.
-    """
-    if folder.is_dir() and any(map(shown, folder.iterdir())) and not overwrite:
-        raise ColortrackError(f"{folder}: already holds predictions; pass --overwrite to replace")
+def _predictions(out: Path, names: list[str], overwrite: bool) -> contextlib.AbstractContextManager:
+    """OUT whole or not at all: a failed or stopped benchmark leaves OUT as it was. Earlier
+    predictions of these sequences need `overwrite`; other entries of OUT are kept."""
+    return output_folder(out, overwrite=overwrite, ours=set(names).__contains__,
+                         what="predictions")
 
 
 def bench_davis(
@@ -64,13 +63,12 @@ def bench_davis(
     """
     dataset = DavisDataset(root, sequences=sequences)
     out = Path(out_dir)
-    for name in dataset.sequences:
-        _prepare(out / name, overwrite)
     tracker = Tracker(propagator)
     paths = {name: dataset.frame_paths(name) for name in dataset.sequences}
     seconds: dict[str, float] = {}
     total = sum(len(p) for p in paths.values())
-    with tqdm(total=total, unit="frame", disable=not progress) as bar:
+    with (_predictions(out, dataset.sequences, overwrite) as stage,
+          tqdm(total=total, unit="frame", disable=not progress) as bar):
         for name, frame_paths in paths.items():
             bar.set_description(name)
             given = {}
@@ -81,10 +79,10 @@ def bench_davis(
             started = time.perf_counter()
             source = dataset.mask_paths(name)[0]
             run = tracker.track_frames(_frames(frame_paths), given, source=source)
-            with staged_dir(out / name) as stage:
-                for index, _, ids in run:
-                    write_mask(stage / f"{frame_paths[index].stem}.png", ids)
-                    bar.update()
+            (stage / name).mkdir()
+            for index, _, ids in run:
+                write_mask(stage / name / f"{frame_paths[index].stem}.png", ids)
+                bar.update()
             seconds[name] = time.perf_counter() - started
             log.info(
                 "%s: %d frames in %.1f s (%.1f frames/s)",
@@ -149,32 +147,33 @@ def bench_badja(
     image_dir = Path(davis_root) / "JPEGImages" / "480p"
     tracker = Tracker(propagator)
     results: dict[str, Any] = {"sequences": {}, "seconds": {}}
-    for name, path in tqdm(files.items(), unit="seq", disable=not progress):
-        frame_paths = sorted((image_dir / name).glob("*.jpg"))
-        if not frame_paths:
-            log.warning("%s: no DAVIS frames in %s; skipped", name, image_dir / name)
-            continue
-        size = read_image(frame_paths[0]).shape[1::-1]
-        annotated = {frame: (xy, seen) for frame, xy, seen in read_badja(path, image_size=size)}
-        start = min(annotated)
-        points = Keypoints(BADJA_JOINTS, *annotated[start], BADJA_SKELETON)
-        _prepare(Path(out_dir) / name, overwrite)
-        started = time.perf_counter()
-        run = tracker.track_points_frames(_frames(frame_paths), points, start=start, source=path)
-        track = [(index, xy, visible) for index, _, xy, visible in run]
-        results["seconds"][name] = time.perf_counter() - started
-        with staged_dir(Path(out_dir) / name) as stage:
-            write_track_json(stage / "points.json", BADJA_JOINTS, BADJA_SKELETON, track)
-        scored = [i for i in sorted(annotated) if start < i < start + len(track)]
-        if not scored:
-            log.warning("%s: no annotated frame after the first; skipped", name)
-            continue
-        pred = np.stack([track[i - start][1] for i in scored])
-        gt = np.stack([annotated[i][0] for i in scored])
-        seen = np.stack([annotated[i][1] for i in scored])
-        results["sequences"][name] = pck(pred, gt, seen, alphas, reference="box")
-    if not results["sequences"]:
-        raise ColortrackError(f"{root}: no BADJA sequence could be scored with {image_dir}")
+    with _predictions(Path(out_dir), list(files), overwrite) as stage:
+        for name, path in tqdm(files.items(), unit="seq", disable=not progress):
+            frame_paths = sorted((image_dir / name).glob("*.jpg"))
+            if not frame_paths:
+                log.warning("%s: no DAVIS frames in %s; skipped", name, image_dir / name)
+                continue
+            size = read_image(frame_paths[0]).shape[1::-1]
+            annotated = {frame: (xy, seen) for frame, xy, seen in read_badja(path, image_size=size)}
+            start = min(annotated)
+            points = Keypoints(BADJA_JOINTS, *annotated[start], BADJA_SKELETON)
+            started = time.perf_counter()
+            run = tracker.track_points_frames(_frames(frame_paths), points, start=start,
+                                              source=path)
+            track = [(index, xy, visible) for index, _, xy, visible in run]
+            results["seconds"][name] = time.perf_counter() - started
+            (stage / name).mkdir()
+            write_track_json(stage / name / "points.json", BADJA_JOINTS, BADJA_SKELETON, track)
+            scored = [i for i in sorted(annotated) if start < i < start + len(track)]
+            if not scored:
+                log.warning("%s: no annotated frame after the first; skipped", name)
+                continue
+            pred = np.stack([track[i - start][1] for i in scored])
+            gt = np.stack([annotated[i][0] for i in scored])
+            seen = np.stack([annotated[i][1] for i in scored])
+            results["sequences"][name] = pck(pred, gt, seen, alphas, reference="box")
+        if not results["sequences"]:
+            raise ColortrackError(f"{root}: no BADJA sequence could be scored with {image_dir}")
     for key in next(iter(results["sequences"].values())):
         results[key] = float(np.mean([s[key] for s in results["sequences"].values()]))
     return results
@@ -210,37 +209,36 @@ def bench_jhmdb(
     """
     found = jhmdb_clips(Path(root), clips)
     out = Path(out_dir)
-    for name in found:
-        _prepare(out / name, overwrite)
     tracker = Tracker(propagator)
     results: dict[str, Any] = {"clips": {}, "seconds": {}, "frames": {}}
     preds, gts = [], []
-    for name, (mat, frame_paths) in tqdm(found.items(), unit="clip", disable=not progress):
-        gt = read_jhmdb(mat)
-        count = min(len(gt), len(frame_paths))
-        if len(gt) != len(frame_paths):
-            log.warning(
-                "%s: %d annotated frames but %d images; scoring the first %d",
-                name, len(gt), len(frame_paths), count,
-            )  # fmt: skip
-        if count < 2:
-            log.warning("%s: no frame to score after the first; skipped", name)
-            continue
-        height, width = read_image(frame_paths[0]).shape[:2]
-        xy0 = np.clip(gt[0], 0, [width - 1, height - 1]).astype(np.float32)
-        points = Keypoints(JHMDB_JOINTS, xy0, np.ones(len(xy0), dtype=bool), JHMDB_SKELETON)
-        started = time.perf_counter()
-        run = tracker.track_points_frames(_frames(frame_paths[:count]), points, source=mat)
-        track = [(index, xy, visible) for index, _, xy, visible in run]
-        results["seconds"][name] = time.perf_counter() - started
-        results["frames"][name] = len(track)
-        with staged_dir(out / name) as stage:
-            write_track_json(stage / "points.json", JHMDB_JOINTS, JHMDB_SKELETON, track)
-        preds.append(np.stack([xy for _, xy, _ in track[1:]]))
-        gts.append(gt[1:count])
-        results["clips"][name] = _jhmdb_pck(preds[-1], gts[-1])
-    if not preds:
-        raise ColortrackError(f"{root}: no JHMDB clip could be scored")
+    with _predictions(out, list(found), overwrite) as stage:
+        for name, (mat, frame_paths) in tqdm(found.items(), unit="clip", disable=not progress):
+            gt = read_jhmdb(mat)
+            count = min(len(gt), len(frame_paths))
+            if len(gt) != len(frame_paths):
+                log.warning(
+                    "%s: %d annotated frames but %d images; scoring the first %d",
+                    name, len(gt), len(frame_paths), count,
+                )  # fmt: skip
+            if count < 2:
+                log.warning("%s: no frame to score after the first; skipped", name)
+                continue
+            height, width = read_image(frame_paths[0]).shape[:2]
+            xy0 = np.clip(gt[0], 0, [width - 1, height - 1]).astype(np.float32)
+            points = Keypoints(JHMDB_JOINTS, xy0, np.ones(len(xy0), dtype=bool), JHMDB_SKELETON)
+            started = time.perf_counter()
+            run = tracker.track_points_frames(_frames(frame_paths[:count]), points, source=mat)
+            track = [(index, xy, visible) for index, _, xy, visible in run]
+            results["seconds"][name] = time.perf_counter() - started
+            results["frames"][name] = len(track)
+            (stage / name).mkdir()
+            write_track_json(stage / name / "points.json", JHMDB_JOINTS, JHMDB_SKELETON, track)
+            preds.append(np.stack([xy for _, xy, _ in track[1:]]))
+            gts.append(gt[1:count])
+            results["clips"][name] = _jhmdb_pck(preds[-1], gts[-1])
+        if not preds:
+            raise ColortrackError(f"{root}: no JHMDB clip could be scored")
     return _jhmdb_pck(np.concatenate(preds), np.concatenate(gts)) | results
 
 

@@ -9,8 +9,10 @@ device (no memory), so a damaged or tampered file is a ColortrackError, never a 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
+import re
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -21,9 +23,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from colortrack.config import INPUTS, ModelConfig, TrainConfig, from_dict, to_dict
-from colortrack.data.files import atomic_path, atomic_write_bytes
+from colortrack.data.files import atomic_path, atomic_write_bytes, reason
 from colortrack.errors import ColortrackError
 from colortrack.model.network import Encoder, gflops_per_frame
+from colortrack.model.schema import check_config, check_weights
 
 FORMAT = "colortrack-model/1"
 KEEP_CHECKPOINTS = 2
@@ -46,7 +49,10 @@ def save_model(path: str | Path, encoder: Encoder, centroids: torch.Tensor, **in
     metadata = {"format": FORMAT, "model_config": json.dumps(to_dict(encoder.cfg)),
                 "info": json.dumps(info)}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as error:  # how safetensors reports a full disk
+            raise OSError(errno.EIO, str(error)) from None
 
 
 def resolve(path: str | Path | None) -> Path:
@@ -88,6 +94,7 @@ def _model_config(data: Any) -> ModelConfig:
         value = getattr(cfg, field.name)
         if not _like(value, getattr(defaults, field.name)):
             raise ValueError(f"bad {field.name} {value!r}")
+    check_config(cfg)
     return cfg
 
 
@@ -108,7 +115,8 @@ def load_model(path: str | Path | None = None) -> tuple[Encoder, torch.Tensor, d
         if not isinstance(info, dict):
             raise ValueError("info is not a JSON object")
         with torch.device("meta"):  # the shapes the config implies, without allocating them
-            expected = {k: v.shape for k, v in Encoder(cfg).state_dict().items()}
+            reference = Encoder(cfg).state_dict()
+        expected = {k: v.shape for k, v in reference.items()}
     except (KeyError, ValueError, TypeError, RecursionError) as error:
         raise ColortrackError(f"{path}: damaged model config ({error})") from None
     centroids = tensors.pop("centroids", None)
@@ -119,6 +127,10 @@ def load_model(path: str | Path | None = None) -> tuple[Encoder, torch.Tensor, d
             raise ColortrackError(f"{path}: weights do not match the model config (at {name})")
     if not all(v.isfinite().all() for v in [centroids, *tensors.values()] if v.is_floating_point()):
         raise ColortrackError(f"{path}: the weights hold NaN or inf")
+    try:
+        check_weights(tensors, {k: v.dtype for k, v in reference.items()}, centroids)
+    except ValueError as error:
+        raise ColortrackError(f"{path}: implausible weights ({error})") from None
     encoder = Encoder(cfg)
     try:
         encoder.load_state_dict(tensors, strict=True)
@@ -133,7 +145,7 @@ def read_state(folder: Path) -> dict:
     path = folder / "state.json"
     try:
         state = json.loads(path.read_text())
-        valid = isinstance(state, dict) and isinstance(state.get("step"), int)
+        valid = isinstance(state, dict) and type(state.get("step")) is int and state["step"] >= 0
         if not valid or not isinstance(state.get("model_config"), dict):
             raise ValueError("no step or model_config")
         from_dict(TrainConfig, state["train_config"])
@@ -172,7 +184,14 @@ class Checkpoints:
         pointer = self.out / "latest"
         if not pointer.is_file():
             return None
-        folder = self.out / pointer.read_text().strip()
+        try:
+            name = pointer.read_text(encoding="utf-8").strip()
+        except (OSError, ValueError) as error:
+            raise ColortrackError(f"{pointer}: damaged checkpoint pointer ({error})") from None
+        if not re.fullmatch(r"ckpt-\d{8}", name):
+            raise ColortrackError(f"{pointer}: damaged checkpoint pointer (it names {name[:40]!r}, "
+                                  "not a ckpt-<step> folder)")
+        folder = self.out / name
         if not (folder / "state.json").is_file():
             raise ColortrackError(f"{folder}: checkpoint named by {pointer} is incomplete")
         return folder
@@ -195,19 +214,25 @@ class Checkpoints:
                                   f"The last good checkpoint is kept in {self.out}")
         tmp = self.out / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
         try:
+            tmp.mkdir()
             save_model(tmp / "model.safetensors", encoder, centroids, step=state["step"])
             opt = optimizer.state_dict()
             tensors = {f"{i}.{k}": v.contiguous() for i, s in opt["state"].items()
                        for k, v in s.items() if torch.is_tensor(v)}
             save_file(tensors, str(tmp / "optimizer.safetensors"))
             (tmp / "state.json").write_text(json.dumps(state, indent=1))
-        except BaseException:
+            shutil.rmtree(self.out / name, ignore_errors=True)
+            os.replace(tmp, self.out / name)
+        except BaseException as error:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(error, OSError | SafetensorError | ColortrackError):  # a full disk
+                why = (str(error).replace(str(tmp), str(self.out / name))
+                       if isinstance(error, ColortrackError)
+                       else f"{self.out / name}: cannot write ({reason(error)})")
+                raise ColortrackError(f"{why}; the last complete checkpoint is kept in "
+                                      f"{self.out}") from None
             raise
-        shutil.rmtree(self.out / name, ignore_errors=True)
-        os.replace(tmp, self.out / name)
         atomic_write_bytes(self.out / "latest", name.encode())
         with atomic_path(self.out / "model.safetensors") as model:
             shutil.copyfile(self.out / name / "model.safetensors", model)

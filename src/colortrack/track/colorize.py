@@ -15,7 +15,8 @@ from tqdm import tqdm
 from colortrack.color import lab_to_rgb, lightness, quantize
 from colortrack.copy.context import Context
 from colortrack.copy.propagate import propagate
-from colortrack.data.files import IMAGE_ERRORS, check_new_file
+from colortrack.data.files import IMAGE_ERRORS, check_new_file, upright
+from colortrack.data.outputs import locked
 from colortrack.data.video import VideoReader
 from colortrack.data.video_writer import VideoWriter
 from colortrack.errors import ColortrackError
@@ -32,7 +33,7 @@ def _read_reference(path: str | Path, width: int, height: int) -> np.ndarray:
         raise ColortrackError(f"{path}: reference image not found")
     try:
         with Image.open(path) as image:
-            rgb = np.array(image.convert("RGB"))
+            rgb = np.array(upright(image).convert("RGB"))
     except IMAGE_ERRORS as error:
         raise ColortrackError(f"{path}: cannot read reference image ({error})") from None
     if rgb.shape[:2] != (height, width):
@@ -70,7 +71,7 @@ def colorize_video(video: str | Path, reference: str | Path, out: str | Path,
     check_new_file(out, overwrite, inputs=(video, reference))
     where = torch_device(device)  # checked before the writer starts; the encoder starts later
     encoder, centroids, _ = load_model(model)
-    with VideoReader(video) as frames:
+    with locked(out), VideoReader(video) as frames:
         ref = _read_reference(reference, frames.info.width, frames.info.height)
         with VideoWriter(out, frames.info.fps or 24.0) as writer:
             for rgb in tqdm(recolor(frames, ref, encoder, centroids, where),
@@ -91,7 +92,8 @@ def embed_video(video: str | Path, out: str | Path, model: str | Path | None = N
     check_new_file(out, overwrite, inputs=(video,))
     encoder, _, _ = load_model(model)
     embed = FrameEncoder(encoder, device, normalize=True)
-    with VideoReader(video) as frames, VideoWriter(out, frames.info.fps or 24.0) as writer:
+    with (locked(out), VideoReader(video) as frames,
+          VideoWriter(out, frames.info.fps or 24.0) as writer):
         head, buffered = [], []
         projection, cache = None, None
         for frame in tqdm(frames, disable=not progress, total=frames.info.num_frames,
@@ -102,20 +104,25 @@ def embed_video(video: str | Path, out: str | Path, model: str | Path | None = N
                 buffered.append((frame, embedding))
                 if len(head) < fit_frames:
                     continue
-                projection = _fit_pca(torch.cat(head))
+                projection = _fit_pca(torch.cat(head), video)
                 pending, buffered = buffered, []
             else:
                 pending = [(frame, embedding)]
             for f, e in pending:
                 writer.write(_render(f, e, *projection))
         if projection is None and head:
-            projection = _fit_pca(torch.cat(head))
+            projection = _fit_pca(torch.cat(head), video)
             for f, e in buffered:
                 writer.write(_render(f, e, *projection))
     return Path(out)
 
 
-def _fit_pca(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _fit_pca(x: torch.Tensor, video: str | Path
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The 3 principal components of embeddings `x` (N, D) and their 1-99 % ranges."""
+    if len(x) < 3:  # three colors need three embedding cells (8x8 pixels each) at least
+        raise ColortrackError(f"{video}: too small to embed ({len(x)} embedding cells in the "
+                              f"first frames; 3 are needed, as in one 16x16 frame)")
     mean = x.mean(0)
     _, _, v = torch.pca_lowrank(x - mean, q=3, center=False)
     y = (x - mean) @ v

@@ -11,7 +11,6 @@ import collections
 import concurrent.futures
 import contextlib
 import itertools
-import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -24,7 +23,6 @@ from tqdm import tqdm
 
 from colortrack.config import METHODS, PropagationConfig
 from colortrack.data.annotations import read_masks, write_mask
-from colortrack.data.files import staged_dir
 from colortrack.data.keypoints import (
     Keypoints,
     check_in_image,
@@ -32,6 +30,7 @@ from colortrack.data.keypoints import (
     write_track_csv,
     write_track_json,
 )
+from colortrack.data.outputs import output_folder
 from colortrack.data.video import VideoReader, prefetch
 from colortrack.data.video_writer import VideoWriter
 from colortrack.errors import ColortrackError, UsageError
@@ -39,7 +38,6 @@ from colortrack.stages import stage
 from colortrack.track.heatmaps import decode_heatmaps, heatmaps
 from colortrack.track.visualize import draw_points, overlay_mask
 
-log = logging.getLogger(__name__)
 Video = str | Path | Iterable[np.ndarray]
 
 
@@ -303,15 +301,21 @@ class TrackSummary:
 _OUTPUTS = re.compile(r"^(\d{5}\.png|overlay\.mp4|points\.json|points\.csv)$")
 
 
+def is_tracking_output(name: str) -> bool:
+    """Whether a file name is one that tracking writes into its output folder."""
+    return bool(_OUTPUTS.match(name))
+
+
 @contextlib.contextmanager
 def _writing(
     video: Video, out_dir: str | Path, overwrite: bool, progress: bool, annotation: object
 ) -> Iterator[tuple[Path, Video, Any, tqdm]]:
     """Open the video (for its rate and length), then a staging folder, the overlay and progress.
 
-    Outputs go to a hidden folder that moves into OUT only when the whole run succeeds, so a
-    failed or interrupted run leaves OUT as it was. Earlier outputs are only replaced with
-    `overwrite`, and never deleted; nor is an input (the video, the `annotation` file).
+    Outputs go to a hidden folder beside OUT that replaces it only when the whole run
+    succeeds, so a failed or interrupted run leaves OUT as it was. Earlier outputs are only
+    replaced with `overwrite`; other files in OUT are kept, and an input (the video, the
+    `annotation` file) is never written.
     """
     out = Path(out_dir)
     for item in (video, annotation):
@@ -324,19 +328,12 @@ def _writing(
         if isinstance(video, str | Path):
             video = stack.enter_context(VideoReader(video))
             fps, total = video.info.fps or fps, video.info.num_frames
-        earlier = sorted(p.name for p in out.glob("*") if _OUTPUTS.match(p.name))
-        if earlier and not overwrite:
-            raise ColortrackError(
-                f"{out}: already holds tracking outputs ({earlier[0]}, ...); "
-                "pass --overwrite (overwrite=True) to replace them"
-            )
-        stage = stack.enter_context(staged_dir(out))
+        stage = stack.enter_context(output_folder(
+            out, overwrite=overwrite, ours=is_tracking_output,
+            what="tracking outputs"))
         writer = stack.enter_context(VideoWriter(stage / "overlay.mp4", fps))
         bar = stack.enter_context(tqdm(total=total, unit="frame", disable=not progress))
         yield stage, video, writer, bar
-        kept = [n for n in earlier if n != "overlay.mp4" and not (stage / n).exists()]
-        if kept:
-            log.warning("%s: %d earlier outputs (%s, ...) not replaced", out, len(kept), kept[0])
 
 
 def track_to_dir(

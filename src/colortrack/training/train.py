@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import math
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -26,15 +27,18 @@ from PIL import Image
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from colortrack.bounds import check_memory
 from colortrack.color import hide_chroma, kmeans, lab_to_rgb, quantize, rgb_to_lab
 from colortrack.config import ModelConfig, TrainConfig, from_dict, override, preset, to_dict
 from colortrack.data.files import atomic_path
+from colortrack.data.outputs import locked
 from colortrack.errors import ColortrackError, Terminated, UsageError
 from colortrack.eval.analysis import plot_training
 from colortrack.model.checkpoint import Checkpoints, load_model, load_optimizer, read_state
 from colortrack.model.device import torch_device
 from colortrack.model.network import Encoder, colorization_loss
 from colortrack.training.clips import ClipDataset, find_videos
+from colortrack.validate import check_paths
 
 log = logging.getLogger(__name__)
 
@@ -176,10 +180,14 @@ class MetricsLog:
     def __init__(self, path: Path, resume_step: int) -> None:
         rows = []
         if path.is_file() and resume_step > 0:
-            with path.open() as f:
-                rows = [r for r in csv.DictReader(f)  # a killed run may leave a cut row
-                        if None not in r and None not in r.values()
-                        and int(r["step"]) <= resume_step]
+            try:
+                with path.open(encoding="utf-8") as f:
+                    rows = [r for r in csv.DictReader(f)  # a killed run may leave a cut row
+                            if None not in r and None not in r.values()
+                            and int(r["step"]) <= resume_step]
+            except (ValueError, KeyError, csv.Error) as error:
+                raise ColortrackError(f"{path}: damaged metrics log ({error}); move it away "
+                                      "to resume without it") from None
         self.path = path
         with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, self.columns)
@@ -251,22 +259,80 @@ def resolve_configs(preset_name: str | None, resume_state: dict | None, steps: i
     return model_cfg, cfg
 
 
+def run_files(out: Path) -> list[str]:
+    """Names in `out` that belong to a training run (what --overwrite removes)."""
+    if not out.is_dir():
+        return []
+    names = ("latest", "metrics.csv", "metrics.png", "model.safetensors", "previews",
+             "tensorboard")
+    return sorted(n for n in os.listdir(out) if n in names or n.startswith(("ckpt-", ".ckpt-")))
+
+
 def run(videos: list[str | Path], *, preset: str | None = None, out: str | Path,
         steps: int | None = None, batch: int | None = None, lr: float | None = None,
-        resume: bool = False, overrides: list[str] | None = None, device: str = "cpu",
-        progress: bool = True) -> Path:
+        resume: bool = False, overwrite: bool = False, overrides: list[str] | None = None,
+        device: str = "cpu", progress: bool = True) -> Path:
     """Train an encoder by colorization on `videos`; returns the run folder.
 
-    `preset` defaults to 'cpu' for a new run and to the run's own when resuming.
+    `preset` defaults to 'cpu' for a new run and to the run's own when resuming. A folder that
+    holds anything of a run is continued (`resume`) or replaced (`overwrite`), never silently
+    reused; the run folder holds the lock of its one writer and is never training data.
     """
     out = Path(out)
+    check_paths(videos, folders=[out])
+    if resume and overwrite:
+        raise UsageError("--resume continues the run in --out and --overwrite replaces it; "
+                         "give one")
+    if int(os.environ.get("RANK", "0")) != 0:  # the lock is rank 0's: one writer per run
+        return _train(videos, preset, out, steps, batch, lr, resume, overwrite, overrides,
+                      device, progress)
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ColortrackError(f"{out}: cannot use as run folder ({error.strerror})") from None
+    try:
+        with locked(out):
+            return _train(videos, preset, out, steps, batch, lr, resume, overwrite, overrides,
+                          device, progress)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            for folder in created:
+                folder.rmdir()  # only when empty: a refused run leaves no folders behind
+        raise
+
+
+def _existing_run(out: Path, resume: bool, overwrite: bool) -> Path | None:
+    """The checkpoint to resume from; refuses a run folder that would be reused silently."""
+    if int(os.environ.get("RANK", "0")) != 0:  # rank 0 checked, and may be writing already
+        return Checkpoints(out).latest() if resume else None
+    found = run_files(out)
+    if not found or overwrite:
+        return None
+    if not resume:
+        raise UsageError(f"{out} already holds a training run ({found[0]}, ...); pass --resume "
+                         "to continue it, --overwrite to replace it, or choose another --out")
+    latest = Checkpoints(out).latest()
+    if latest is None:
+        complete = sorted(p.name for p in out.glob("ckpt-*") if (p / "state.json").is_file())
+        hint = (f"write {complete[-1]} into it to resume from that checkpoint"
+                if complete else "no complete checkpoint is left")
+        raise ColortrackError(f"{out / 'latest'}: missing, so the run cannot resume exactly; "
+                              f"{hint}, or pass --overwrite to start afresh")
+    return latest
+
+
+def _train(videos: list[str | Path], preset: str | None, out: Path, steps: int | None,
+           batch: int | None, lr: float | None, resume: bool, overwrite: bool,
+           overrides: list[str] | None, device: str, progress: bool) -> Path:
     checkpoints = Checkpoints(out)
-    latest = checkpoints.latest() if out.is_dir() else None
-    if latest is not None and not resume:
-        raise UsageError(f"{out} already holds a training run; pass --resume to continue it "
-                         "or choose another --out")
+    latest = _existing_run(out, resume, overwrite)
     state = read_state(latest) if latest and resume else None
     model_cfg, cfg = resolve_configs(preset, state, steps, batch, lr, overrides or [])
+    # The clips and the stem's activations of one step: a floor under what training needs.
+    check_memory(cfg.batch * (cfg.refs + 1) * cfg.size**2 * (15 + model_cfg.stem_channels),
+                 f"training with batch {cfg.batch} of {cfg.refs + 1} frames at {cfg.size}x"
+                 f"{cfg.size}", "lower --batch or --set size or refs")
     rank, world, dev = _setup_distributed(device)
     if cfg.batch % world:
         raise UsageError(f"--batch {cfg.batch} must be divisible by the {world} processes")
@@ -285,11 +351,6 @@ def run(videos: list[str | Path], *, preset: str | None = None, out: str | Path,
     if held:
         val_set = ClipDataset(held, cfg, length=cfg.val_clips)
         val_clips = torch.stack([val_set[i] for i in range(cfg.val_clips)])
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        checkpoints.clean()
-        (out / "previews").mkdir(exist_ok=True)
-
     if latest is not None and state is not None:
         encoder, centroids, _ = load_model(latest / "model.safetensors")
         if encoder.cfg != model_cfg:
@@ -301,6 +362,16 @@ def run(videos: list[str | Path], *, preset: str | None = None, out: str | Path,
         centroids = kmeans(sample_ab(dataset, cfg.kmeans_pixels, cfg.seed), model_cfg.num_colors,
                            seed=cfg.seed)
         encoder = Encoder(model_cfg)
+    if rank == 0:  # the model and data are ready: only now is the run folder touched
+        out.mkdir(parents=True, exist_ok=True)
+        if overwrite:  # everything is checked: only now does the earlier run go
+            for path in (out / name for name in run_files(out)):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+        checkpoints.clean()
+        (out / "previews").mkdir(exist_ok=True)
     prior = color_prior(sample_ab(dataset, cfg.kmeans_pixels, cfg.seed + 1), centroids)
     encoder.to(dev)
     centroids = centroids.to(dev)

@@ -1,0 +1,216 @@
+"""Output folders that appear whole or not at all, with one writer at a time.
+
+A command builds its results in a hidden folder beside the target, `.<name>.colortrack-*.tmp`,
+and swaps it in with directory renames only when everything is written: an error, Ctrl-C or
+SIGTERM before that leaves the target as it was; old results stay until the new ones are
+complete. Entries of the target that the command does not write (a user's notes) are carried
+into the new folder as hard links, so nothing the run did not write is ever lost.
+
+An advisory lock (`flock` on `.<name>.colortrack-lock` beside the target) keeps a second
+writer out with a one-line error instead of letting two runs interleave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from colortrack.data.files import reason
+from colortrack.errors import ColortrackError
+
+_RENAME_EXCHANGE = 2  # renameat2 flag: swap two paths in one step (Linux 3.15+)
+_AT_FDCWD = -100
+_libc = ctypes.CDLL(None, use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+
+
+def _hidden(target: Path, kind: str) -> str:
+    return f".{target.name}.colortrack-{kind}"
+
+
+@contextlib.contextmanager
+def locked(target: str | Path) -> Iterator[None]:
+    """Hold the advisory lock of an output file or folder; a second holder gets an error.
+
+    The lock file is removed on release; a holder re-checks after locking that the file it
+    locked is still the one at that name, so removal cannot let two writers in.
+    """
+    target = Path(target)
+    path = target.parent / _hidden(target, "lock")
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as error:
+            raise ColortrackError(f"{target}: cannot use as output ({reason(error)})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ColortrackError(f"{target}: in use by another colortrack command; wait for it "
+                                  "or choose another output") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed it between our open and our lock
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block is done: a swap half done is worse than a late
+    stop."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically; False where the system or file system cannot."""
+    if _renameat2 is None:
+        return False
+    result = _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _link_tree(source: Path, destination: Path) -> None:
+    """Carry a file or folder into the new results without copying data where links work."""
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    if source.is_dir() and not source.is_symlink():
+        shutil.copytree(source, destination, symlinks=True, copy_function=link)
+    elif source.is_symlink():
+        os.symlink(os.readlink(source), destination)
+    else:
+        link(str(source), str(destination))
+
+
+def swap_in(stage: Path, target: Path) -> None:
+    """Make `stage` the folder at `target`, then remove what was there, signals held."""
+    with _signals_deferred():
+        if not target.exists() and not target.is_symlink():
+            os.rename(stage, target)
+            return
+        if _exchange(stage, target):
+            shutil.rmtree(stage, ignore_errors=True)  # now the old results
+            return
+        old = Path(tempfile.mkdtemp(prefix=_hidden(target, "old-"), suffix=".tmp",
+                                    dir=target.parent))
+        os.rmdir(old)
+        os.rename(target, old)
+        try:
+            os.rename(stage, target)
+        except OSError:
+            os.rename(old, target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _stale(target: Path) -> list[Path]:
+    """Staging folders of runs that were killed outright (only called under the lock)."""
+    prefix = _hidden(target, "")
+    return [p for p in target.parent.iterdir()
+            if p.name.startswith(prefix) and p.name.endswith(".tmp") and p.is_dir()]
+
+
+@contextlib.contextmanager
+def output_folder(
+    target: str | Path, *, overwrite: bool, ours: Callable[[str], bool], what: str = "results"
+) -> Iterator[Path]:
+    """Lock `target`, yield an empty staging folder beside it, and swap it in on success.
+
+    Entries for which `ours(name)` holds are this command's earlier results: they need
+    `overwrite`, and are replaced as a whole. Other entries are carried over untouched. On any
+    failure the staging folder goes, and so do the parents of `target` this call created.
+    """
+    target = Path(target)
+    if target.is_symlink():  # the swap must replace the folder it names, not the link
+        target = Path(os.path.realpath(target))
+    if target.exists() and not target.is_dir():
+        raise ColortrackError(f"{target}: exists and is not a folder")
+    created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
+    try:
+        if not target.parent.is_dir() and target.parent.exists():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ColortrackError(f"{target}: cannot use as output folder ({reason(error)})") from None
+    try:
+        with locked(target):
+            yield from _build(target, overwrite, ours, what)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            for folder in created:
+                folder.rmdir()  # only when empty: nothing else is ever removed
+        raise
+
+
+def _build(target: Path, overwrite: bool, ours: Callable[[str], bool], what: str
+           ) -> Iterator[Path]:
+    try:
+        entries = sorted(p.name for p in target.iterdir()) if target.is_dir() else []
+    except OSError as error:
+        raise ColortrackError(f"{target}: cannot use as output folder ({reason(error)})") from None
+    earlier = [n for n in entries if ours(n)]
+    if earlier and not overwrite:
+        raise ColortrackError(f"{target}: already holds {what} ({earlier[0]}, ...); pass "
+                              "--overwrite to replace them")
+    for stale in _stale(target):
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=_hidden(target, ""), suffix=".tmp",
+                                      dir=target.parent))
+    except OSError as error:
+        raise ColortrackError(f"{target}: cannot use as output folder ({reason(error)})") from None
+    try:
+        yield stage
+        for name in entries:
+            if not ours(name) and not (stage / name).exists():
+                _link_tree(target / name, stage / name)
+        with contextlib.suppress(OSError):
+            os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes 0700; outputs get the usual
+        swap_in(stage, target)
+    except BaseException as error:
+        shutil.rmtree(stage, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise ColortrackError(f"{target}: cannot write ({reason(error)})") from None
+        if isinstance(error, ColortrackError) and str(stage) in str(error):  # name the real file
+            raise type(error)(str(error).replace(str(stage), str(target))) from error
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -25,6 +25,8 @@ The profiler adds a little to every stage, so these are for the split, not for t
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import statistics
 import subprocess
@@ -84,7 +86,8 @@ def stage_ms(video: Path, mask: Path, out: Path, frames: int) -> dict[str, float
     """ms per frame of each labelled stage and of the rest, the model tracking in-process."""
     activities = [torch.profiler.ProfilerActivity.CPU]
     started = time.perf_counter()
-    with torch.profiler.profile(activities=activities) as profile:
+    with (torch.profiler.profile(activities=activities) as profile,
+          contextlib.redirect_stdout(io.StringIO())):
         cli_main(["-q", "track", str(video), "--mask", str(mask), "--out", str(out),
                   "--overwrite"])
     wall = time.perf_counter() - started

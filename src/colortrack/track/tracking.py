@@ -8,7 +8,6 @@ wraps one to track masks (one-hot ids) and keypoints (Gaussian heatmaps), and `t
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import contextlib
 import itertools
 import re
@@ -347,42 +346,15 @@ def track_to_dir(
 ) -> TrackSummary:
     """Write OUT/<00000>.png palette masks at the input size and OUT/overlay.mp4."""
     started, count = time.perf_counter(), 0
-
-    def write(index: int, frame: np.ndarray, ids: np.ndarray) -> None:
-        with stage("write"):
-            write_mask(stage_dir / f"{index:05d}.png", ids)
-        with stage("overlay"):
-            writer.write(overlay_mask(frame, ids))
-
-    with (_writing(video, out_dir, overwrite, progress, masks) as (stage_dir, frames, writer, bar),
-          _writer_thread() as submit):
+    with _writing(video, out_dir, overwrite, progress, masks) as (stage_dir, frames, writer, bar):
         for index, frame, ids in tracker.track_frames(frames, masks):
-            submit(write, index, frame, ids)
+            with stage("write"):
+                write_mask(stage_dir / f"{index:05d}.png", ids)
+            with stage("overlay"):
+                writer.write(overlay_mask(frame, ids))
             count += 1
             bar.update()
     return TrackSummary(Path(out_dir), count, time.perf_counter() - started)
-
-
-@contextlib.contextmanager
-def _writer_thread(ahead: int = 2) -> Iterator[Callable[..., None]]:
-    """A function that runs writes in order on one thread beside tracking (PNG and H.264
-    encoding release the GIL), at most `ahead` frames behind, so memory stays bounded and a
-    failed write stops the run at the next frame. All writes are done on exit."""
-    pending: collections.deque[concurrent.futures.Future] = collections.deque()
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="colortrack-write") as pool:
-
-        def submit(fn: Callable[..., None], *args: Any) -> None:
-            pending.append(pool.submit(fn, *args))
-            while len(pending) > ahead or (pending and pending[0].done()):
-                pending.popleft().result()
-
-        try:
-            yield submit
-        except BaseException:
-            concurrent.futures.wait(pending)  # the run failed: its error, not a write's, is shown
-            raise
-        while pending:
-            pending.popleft().result()
 
 
 def track_points_to_dir(

@@ -325,6 +325,56 @@ def _existing_run(out: Path, resume: bool, overwrite: bool) -> Path | None:
 def _train(videos: list[str | Path], preset: str | None, out: Path, steps: int | None,
            batch: int | None, lr: float | None, resume: bool, overwrite: bool,
            overrides: list[str] | None, device: str, progress: bool) -> Path:
+    """The three phases of a run: prepare (check, then build), loop, finish."""
+    run = _prepare(videos, preset, out, steps, batch, lr, resume, overwrite, overrides, device)
+    stop: dict[str, int | None] = {"signal": None}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop["signal"] = signum
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _loop(run, stop, progress)
+    finally:
+        _finish(run, previous)
+    if stop["signal"] is not None:
+        raise Terminated if stop["signal"] == signal.SIGTERM else KeyboardInterrupt
+    return out
+
+
+@dataclasses.dataclass
+class _Run:
+    """A run made ready by `_prepare`: settings, this process's place, model and data."""
+
+    out: Path
+    model_cfg: ModelConfig
+    cfg: TrainConfig
+    rank: int
+    world: int
+    dev: torch.device
+    start: int
+    encoder: Encoder
+    model: torch.nn.Module  # the encoder, wrapped for DDP with several processes
+    centroids: torch.Tensor
+    prior: torch.Tensor
+    optimizer: torch.optim.Optimizer
+    loader: DataLoader
+    val_clips: torch.Tensor | None
+    checkpoints: Checkpoints
+    state_doc: dict
+    bar: tqdm | None = None  # the loop's progress bar, closed by `_finish`
+
+    def checkpoint(self, step: int) -> None:
+        if self.rank == 0:
+            self.checkpoints.save(self.encoder, self.centroids, self.optimizer,
+                                  {**self.state_doc, "step": step})
+
+
+def _prepare(videos: list[str | Path], preset: str | None, out: Path, steps: int | None,
+             batch: int | None, lr: float | None, resume: bool, overwrite: bool,
+             overrides: list[str] | None, device: str) -> _Run:
+    """Check everything, then build the model, data and optimizer; the run folder is touched
+    only once all is ready."""
     checkpoints = Checkpoints(out)
     latest = _existing_run(out, resume, overwrite)
     state = read_state(latest) if latest and resume else None
@@ -389,96 +439,95 @@ def _train(videos: list[str | Path], preset: str | None, out: Path, steps: int |
     loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=cfg.workers,
                         worker_init_fn=_leave_signals_to_main,
                         persistent_workers=cfg.workers > 0, pin_memory=dev.type == "cuda")
-    metrics = MetricsLog(out / "metrics.csv", start) if rank == 0 else None
-    board = _tensorboard(out) if cfg.tensorboard and rank == 0 else None
-
-    stop = {"signal": None}
-
-    def on_signal(signum: int, _frame: object) -> None:
-        stop["signal"] = signum
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     state_doc = {"model_config": to_dict(model_cfg), "train_config": to_dict(cfg),
                  "preset": state["preset"] if state else preset or "cpu", "world": world}
+    return _Run(out, model_cfg, cfg, rank, world, dev, start, encoder, model, centroids, prior,
+                optimizer, loader, val_clips, checkpoints, state_doc)
 
-    def checkpoint(step: int) -> None:
-        if rank == 0:
-            checkpoints.save(encoder, centroids, optimizer, {**state_doc, "step": step})
 
-    bar = tqdm(total=cfg.steps, initial=start, disable=not progress or rank != 0,
-               dynamic_ncols=True, unit="step")
-    step, tick, clips_seen, t0 = start, time.perf_counter(), 0, time.perf_counter()
-    try:
-        for clips in loader:
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(cfg, step)
-            clips = clips.to(dev, non_blocking=True)
-            # Which chroma each clip hides: a pure function of the step, as the clips are.
-            draw = torch.Generator().manual_seed((cfg.seed * 1_000_003 + step) * world + rank)
-            hidden = draw_hidden(len(clips), cfg.drop_both, draw).to(dev)
-            inputs, classes, target = to_lab_batch(clips, centroids, model_cfg.input, hidden,
-                                                   cfg.full_res_loss, model_cfg.rescale_hidden)
-            loss, accuracy, probs = loss_of(model, cfg, inputs, classes, target,
-                                            model_cfg.num_colors)
-            if not math.isfinite(loss.item()):
-                kept = (f"the last good checkpoint is kept in {out} (try a lower --lr, then "
-                        "--resume)" if checkpoints.latest() else "no checkpoint was written yet "
-                        "(try a lower --lr)")
-                raise ColortrackError(f"loss became {loss.item()} at step {step + 1}; stopped: "
-                                      f"{kept}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            clips_seen += len(clips) * world
-            bar.update(1)
-            if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
-                now = time.perf_counter()
-                rate = clips_seen / (now - tick)
-                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy.item():.3f}",
+def _loop(run: _Run, stop: dict[str, int | None], progress: bool) -> None:
+    """Train from `run.start` to the last step, logging, validating and checkpointing; a
+    signal in `stop` ends it after the step in progress, with a checkpoint."""
+    cfg, model_cfg, out, rank, world, dev = (run.cfg, run.model_cfg, run.out, run.rank,
+                                             run.world, run.dev)
+    encoder, centroids, optimizer, checkpoints = (run.encoder, run.centroids, run.optimizer,
+                                                  run.checkpoints)
+    metrics = MetricsLog(out / "metrics.csv", run.start) if rank == 0 else None
+    board = _tensorboard(out) if cfg.tensorboard and rank == 0 else None
+    run.bar = tqdm(total=cfg.steps, initial=run.start, disable=not progress or rank != 0,
+                   dynamic_ncols=True, unit="step")
+    step, tick, clips_seen, t0 = run.start, time.perf_counter(), 0, time.perf_counter()
+    for clips in run.loader:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, step)
+        clips = clips.to(dev, non_blocking=True)
+        # Which chroma each clip hides: a pure function of the step, as the clips are.
+        draw = torch.Generator().manual_seed((cfg.seed * 1_000_003 + step) * world + rank)
+        hidden = draw_hidden(len(clips), cfg.drop_both, draw).to(dev)
+        inputs, classes, target = to_lab_batch(clips, centroids, model_cfg.input, hidden,
+                                               cfg.full_res_loss, model_cfg.rescale_hidden)
+        loss, accuracy, probs = loss_of(run.model, cfg, inputs, classes, target,
+                                        model_cfg.num_colors)
+        if not math.isfinite(loss.item()):
+            kept = (f"the last good checkpoint is kept in {out} (try a lower --lr, then "
+                    "--resume)" if checkpoints.latest() else "no checkpoint was written yet "
+                    "(try a lower --lr)")
+            raise ColortrackError(f"loss became {loss.item()} at step {step + 1}; stopped: "
+                                  f"{kept}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        clips_seen += len(clips) * world
+        run.bar.update(1)
+        if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+            now = time.perf_counter()
+            rate = clips_seen / (now - tick)
+            run.bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy.item():.3f}",
                                 clips_s=f"{rate:.1f}")
-                row = {"step": step, "loss": f"{loss.item():.5f}",
-                       "accuracy": f"{accuracy.item():.5f}", "lr": learning_rate(cfg, step - 1),
-                       "clips_per_s": f"{rate:.2f}", "elapsed_s": f"{now - t0:.1f}"}
-                if val_clips is not None and (step % cfg.val_every == 0 or step == cfg.steps):
-                    row |= {k: f"{v:.5f}" for k, v in validate(
-                        encoder, val_clips, centroids, prior, cfg).items()}
-                metrics.write(row)
-                if "val_loss" in row or step == cfg.steps:  # the curves, beside metrics.csv
-                    plot_training(out / "metrics.csv", out / "metrics.png")
-                if board is not None:
-                    for key, value in row.items():
-                        if key != "step":
-                            board.add_scalar(key, float(value), step)
-                tick, clips_seen = time.perf_counter(), 0
-            if rank == 0 and step % cfg.preview_every == 0:
-                lightness = rgb_to_lab(clips[0, -1:].float() / 255)[0, :1].cpu()
-                save_preview(out / "previews" / f"{step:08d}.png", lightness,
-                             probs[0].detach().float().cpu(),
-                             (classes[0, -1] if target is None else target[0]).cpu(),
-                             centroids.cpu())
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                checkpoint(step)
-            if stop["signal"] is not None:
-                if step % cfg.checkpoint_every:
-                    checkpoint(step)
-                log.warning("stopped by signal %s at step %d; resume with --resume",
-                            stop["signal"], step)
-                break
-    finally:
-        bar.close()
-        # The workers ignore SIGTERM (_leave_signals_to_main), which is how multiprocessing's
-        # exit handler stops daemonic children: left to it, an exit could wait on them forever.
-        if getattr(loader, "_iterator", None) is not None:
-            loader._iterator._shutdown_workers()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        if world > 1:
-            with contextlib.suppress(Exception):
-                dist.destroy_process_group()
-    if stop["signal"] is not None:
-        raise Terminated if stop["signal"] == signal.SIGTERM else KeyboardInterrupt
-    return out
+            row = {"step": step, "loss": f"{loss.item():.5f}",
+                   "accuracy": f"{accuracy.item():.5f}", "lr": learning_rate(cfg, step - 1),
+                   "clips_per_s": f"{rate:.2f}", "elapsed_s": f"{now - t0:.1f}"}
+            if run.val_clips is not None and (step % cfg.val_every == 0 or step == cfg.steps):
+                row |= {k: f"{v:.5f}" for k, v in validate(
+                    encoder, run.val_clips, centroids, run.prior, cfg).items()}
+            metrics.write(row)
+            if "val_loss" in row or step == cfg.steps:  # the curves, beside metrics.csv
+                plot_training(out / "metrics.csv", out / "metrics.png")
+            if board is not None:
+                for key, value in row.items():
+                    if key != "step":
+                        board.add_scalar(key, float(value), step)
+            tick, clips_seen = time.perf_counter(), 0
+        if rank == 0 and step % cfg.preview_every == 0:
+            lightness = rgb_to_lab(clips[0, -1:].float() / 255)[0, :1].cpu()
+            save_preview(out / "previews" / f"{step:08d}.png", lightness,
+                         probs[0].detach().float().cpu(),
+                         (classes[0, -1] if target is None else target[0]).cpu(),
+                         centroids.cpu())
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            run.checkpoint(step)
+        if stop["signal"] is not None:
+            if step % cfg.checkpoint_every:
+                run.checkpoint(step)
+            log.warning("stopped by signal %s at step %d; resume with --resume",
+                        stop["signal"], step)
+            break
+
+
+def _finish(run: _Run, previous: dict) -> None:
+    """Close the progress bar, stop the data workers, restore signal handlers, leave DDP."""
+    if run.bar is not None:
+        run.bar.close()
+    # The workers ignore SIGTERM (_leave_signals_to_main), which is how multiprocessing's
+    # exit handler stops daemonic children: left to it, an exit could wait on them forever.
+    if getattr(run.loader, "_iterator", None) is not None:
+        run.loader._iterator._shutdown_workers()
+    for s, handler in previous.items():
+        signal.signal(s, handler)
+    if run.world > 1:
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
 
 
 class _RankSampler(Sampler[int]):

@@ -87,3 +87,31 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for i, speed in enumerate([(3, 1), (-1, 3)]):
         write_video(folder / f"texture{i}.mp4", color_patches(i, speed), 12)
     return folder
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str]:
+    """Run the command line in-process; return its exit code and stderr."""
+    from colortrack.cli import main
+
+    code = main(["-q", *map(str, argv)])
+    return code, capsys.readouterr().err
+
+
+def one_line(err: str, *fragments: str) -> None:
+    """Exactly one line, `colortrack: error: ...`, holding every fragment, and no traceback."""
+    assert err.startswith("colortrack: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+
+
+@pytest.fixture
+def clip(tmp_path: Path) -> tuple[Path, Path]:
+    """A 6-frame 64x48 video and a one-object palette mask for its first frame."""
+    from colortrack.data.annotations import write_mask
+
+    ids = np.zeros((48, 64), dtype=np.uint8)
+    ids[10:30, 20:40] = 1
+    write_mask(tmp_path / "first.png", ids)
+    return write_video(tmp_path / "clip.mp4", moving_texture(6, 64, 48), 10), tmp_path / "first.png"
+

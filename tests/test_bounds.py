@@ -11,30 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from colortrack.cli import main
-from colortrack.data.annotations import write_mask
-from tests.conftest import color_patches, moving_texture, write_video
+from tests.conftest import cli, color_patches, one_line, write_video
 
 H, W = 48, 64
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str]:
-    code = main(["-q", *map(str, argv)])
-    return code, capsys.readouterr().err
-
-
-def one_line(err: str, *fragments: str) -> None:
-    assert err.startswith("colortrack: error: ") and err.count("\n") == 1, err
-    for fragment in fragments:
-        assert fragment in err, (fragment, err)
-
-
-@pytest.fixture
-def clip(tmp_path: Path) -> tuple[Path, Path]:
-    ids = np.zeros((H, W), dtype=np.uint8)
-    ids[10:30, 20:40] = 1
-    write_mask(tmp_path / "first.png", ids)
-    return write_video(tmp_path / "clip.mp4", moving_texture(6, W, H), 10), tmp_path / "first.png"
 
 
 @pytest.mark.parametrize(("setting", "limit"), [

@@ -30,32 +30,9 @@ from colortrack.cli import main
 from colortrack.data.annotations import DAVIS_PALETTE, read_mask, write_mask
 from colortrack.errors import ColortrackError
 from colortrack.model.checkpoint import default_model_path, load_model
-from tests.conftest import moving_texture, write_video
+from tests.conftest import cli, moving_texture, one_line, write_video
 
 H, W = 48, 64
-
-
-@pytest.fixture
-def clip(tmp_path: Path) -> tuple[Path, Path]:
-    """A 6-frame 64x48 video and a one-object palette mask for its first frame."""
-    ids = np.zeros((H, W), dtype=np.uint8)
-    ids[10:30, 20:40] = 1
-    write_mask(tmp_path / "first.png", ids)
-    return write_video(tmp_path / "clip.mp4", moving_texture(6, W, H), 10), tmp_path / "first.png"
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str]:
-    """Run the command line in-process; return its exit code and stderr."""
-    code = main(["-q", *map(str, argv)])
-    return code, capsys.readouterr().err
-
-
-def one_line(err: str, *fragments: str) -> None:
-    """Exactly one line, `colortrack: error: ...`, holding every fragment, and no traceback."""
-    assert err.startswith("colortrack: error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in err, (fragment, err)
 
 
 def leftovers(folder: Path) -> list[Path]:

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from colortrack.cli import main
 from colortrack.data.annotations import write_mask
-from tests.conftest import moving_texture, write_video
+from tests.conftest import cli, moving_texture, one_line, write_video
 
 H, W = 48, 64
 
@@ -22,18 +21,6 @@ H, W = 48, 64
 def tree(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str]:
-    code = main(["-q", *map(str, argv)])
-    return code, capsys.readouterr().err
-
-
-def one_line(err: str, *fragments: str) -> None:
-    assert err.startswith("colortrack: error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in err, (fragment, err)
 
 
 @pytest.fixture
@@ -52,6 +39,7 @@ def davis(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def clip(tmp_path: Path) -> tuple[Path, Path]:
+    """The small clip and mask in a folder of their own, IN, that outputs must stay out of."""
     folder = tmp_path / "in"
     folder.mkdir()
     ids = np.zeros((H, W), dtype=np.uint8)

@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from colortrack.cli import main
 from colortrack.data.annotations import write_mask
 from colortrack.data.outputs import locked, output_folder
-from tests.conftest import moving_texture, write_video
+from tests.conftest import cli, moving_texture, write_video
 
 H, W = 48, 64
 
@@ -31,19 +30,6 @@ def snapshot(folder: Path) -> dict[str, str]:
 def hidden(folder: Path) -> list[Path]:
     """Staging folders, lock files and unfinished writes left under `folder`."""
     return list(folder.rglob(".*"))
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str]:
-    code = main(["-q", *map(str, argv)])
-    return code, capsys.readouterr().err
-
-
-@pytest.fixture
-def clip(tmp_path: Path) -> tuple[Path, Path]:
-    ids = np.zeros((H, W), dtype=np.uint8)
-    ids[10:30, 20:40] = 1
-    write_mask(tmp_path / "first.png", ids)
-    return write_video(tmp_path / "clip.mp4", moving_texture(6, W, H), 10), tmp_path / "first.png"
 
 
 def track(clip: tuple[Path, Path], out: Path, *options: object) -> list[object]:

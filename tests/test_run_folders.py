@@ -11,7 +11,7 @@ import pytest
 
 from colortrack.cli import main
 from colortrack.data.outputs import locked
-from tests.conftest import color_patches, write_video
+from tests.conftest import color_patches, one_line, write_video
 from tests.test_train import TINY
 
 FAST = [*TINY, "kmeans_pixels=256"]
@@ -35,12 +35,6 @@ def train(capsys: pytest.CaptureFixture[str], videos: Path, out: Path, *options:
 def snapshot(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def one_line(err: str, *fragments: str) -> None:
-    assert err.startswith("colortrack: error: ") and err.count("\n") == 1, err
-    for fragment in fragments:
-        assert fragment in err, (fragment, err)
 
 
 @pytest.fixture(scope="module")

@@ -11,25 +11,8 @@ import pytest
 
 from colortrack.cli import main
 from colortrack.data.outputs import locked
-from tests.conftest import color_patches, one_line, write_video
-from tests.test_train import TINY
-
-FAST = [*TINY, "kmeans_pixels=256"]
-
-
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("videos")
-    for i, speed in enumerate([(3, 1), (-1, 3)]):
-        write_video(folder / f"texture{i}.mp4", color_patches(i, speed, frames=24), 12)
-    return folder
-
-
-def train(capsys: pytest.CaptureFixture[str], videos: Path, out: Path, *options: object
-          ) -> tuple[int, str]:
-    code = main(["-q", "train", str(videos), "--out", str(out), *map(str, options),
-                 *sum((["--set", s] for s in FAST), [])])  # fmt: skip
-    return code, capsys.readouterr().err
+from tests.conftest import one_line
+from tests.test_train import FAST, train
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -4,16 +4,28 @@ import csv
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from colortrack.cli import main
 from colortrack.errors import UsageError
 from colortrack.training.train import run
 
 TINY = ["size=64", "batch=4", "workers=0", "cache_short_side=64", "kmeans_pixels=3000",
         "log_every=1", "checkpoint_every=3", "preview_every=5", "max_gap=1", "val_clips=8",
         "val_every=5", "scale=0.6,1.0"]
+FAST = [*TINY, "kmeans_pixels=256"]  # k-means on few pixels: the slow part of a tiny run
+
+
+def train(capsys: pytest.CaptureFixture[str], videos: Path, out: Path, *options: object
+          ) -> tuple[int, str]:
+    """`colortrack train VIDEOS --out OUT OPTIONS` with the FAST settings, in-process: its exit
+    code and stderr."""
+    code = main(["-q", "train", str(videos), "--out", str(out), *map(str, options),
+                 *sum((["--set", s] for s in FAST), [])])  # fmt: skip
+    return code, capsys.readouterr().err
 
 
 def rows(run_dir):

@@ -23,25 +23,7 @@ from colortrack.errors import ColortrackError
 from colortrack.model.checkpoint import Checkpoints, load_model
 from colortrack.model.network import Encoder
 from colortrack.training.train import run
-from tests.conftest import color_patches, write_video
-from tests.test_train import TINY, rows
-
-FAST = [*TINY, "kmeans_pixels=256"]  # k-means on few pixels: the slow part of a tiny run
-
-
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("videos")
-    for i, speed in enumerate([(3, 1), (-1, 3)]):
-        write_video(folder / f"texture{i}.mp4", color_patches(i, speed, frames=24), 12)
-    return folder
-
-
-def train(capsys: pytest.CaptureFixture[str], videos: Path, out: Path, *options: str
-          ) -> tuple[int, str]:
-    code = main(["-q", "train", str(videos), "--out", str(out), *options,
-                 *sum((["--set", s] for s in FAST), [])])  # fmt: skip
-    return code, capsys.readouterr().err
+from tests.test_train import FAST, rows, train
 
 
 def hidden(folder: Path) -> list[Path]:

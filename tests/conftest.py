@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -114,4 +116,18 @@ def clip(tmp_path: Path) -> tuple[Path, Path]:
     ids[10:30, 20:40] = 1
     write_mask(tmp_path / "first.png", ids)
     return write_video(tmp_path / "clip.mp4", moving_texture(6, 64, 48), 10), tmp_path / "first.png"
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """`folder` (made if absent) as a tmpfs of `size` (e.g. "12m") for the block; the test is
+    skipped where the machine does not allow mounting (root with CAP_SYS_ADMIN)."""
+    folder.mkdir(exist_ok=True)
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)]
+    if subprocess.run(mount, capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
 

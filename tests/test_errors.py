@@ -30,7 +30,7 @@ from colortrack.cli import main
 from colortrack.data.annotations import DAVIS_PALETTE, read_mask, write_mask
 from colortrack.errors import ColortrackError
 from colortrack.model.checkpoint import default_model_path, load_model
-from tests.conftest import cli, moving_texture, one_line, write_video
+from tests.conftest import cli, moving_texture, one_line, tmpfs, write_video
 
 H, W = 48, 64
 
@@ -190,12 +190,7 @@ def test_full_disk_names_the_file_and_leaves_nothing(capsys, clip, tmp_path, mon
 
 def test_full_disk_on_a_tiny_tmpfs(capsys, clip, tmp_path) -> None:
     """The real thing where the machine allows mounting (root with CAP_SYS_ADMIN)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mount = ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(disk)]
-    if subprocess.run(mount, capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with tmpfs(tmp_path / "disk", "16k") as disk:
         frames = np.random.default_rng(0).integers(0, 256, (12, 96, 128, 3), dtype=np.uint8)
         video = write_video(tmp_path / "noise.mp4", list(frames), 10)
         write_mask(tmp_path / "m.png", np.pad(np.ones((20, 20), np.uint8), ((0, 76), (0, 108))))
@@ -203,8 +198,6 @@ def test_full_disk_on_a_tiny_tmpfs(capsys, clip, tmp_path) -> None:
         assert code == 1
         one_line(err, str(disk / "o"), "No space left on device")
         assert list(disk.iterdir()) == []
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
 
 
 def test_overwrite_replaces_earlier_results_whole_and_keeps_other_files(capsys, clip, tmp_path

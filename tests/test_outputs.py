@@ -16,7 +16,7 @@ from PIL import Image
 
 from colortrack.data.annotations import write_mask
 from colortrack.data.outputs import locked, output_folder
-from tests.conftest import cli, moving_texture, write_video
+from tests.conftest import cli, moving_texture, tmpfs, write_video
 
 H, W = 48, 64
 
@@ -211,17 +211,10 @@ def test_a_stopped_demo_leaves_nothing(tmp_path) -> None:
 def test_a_failed_swap_keeps_every_earlier_result(capsys, clip, tmp_path) -> None:
     """The results cannot be renamed over a mount point (where the machine allows mounting):
     the error comes at the very last step, and the earlier results must survive it whole."""
-    out = tmp_path / "out"
-    out.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(out)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with tmpfs(tmp_path / "out", "1m") as out:
         (out / "00000.png").write_bytes(b"earlier")
         code, err = cli(capsys, *track(clip, out, "--overwrite"))
         assert code == 1 and err.startswith(f"colortrack: error: {out}: cannot write (")
         assert err.count("\n") == 1
         assert snapshot(out) == {"00000.png": hashlib.sha256(b"earlier").hexdigest()}
         assert not hidden(tmp_path)
-    finally:
-        subprocess.run(["umount", str(out)], check=True)

@@ -11,7 +11,7 @@ import pytest
 
 from colortrack.cli import main
 from colortrack.data.outputs import locked
-from tests.conftest import one_line
+from tests.conftest import one_line, tmpfs
 from tests.test_train import FAST, train
 
 
@@ -107,12 +107,7 @@ def test_a_second_training_run_into_one_folder_is_refused(capsys, videos, earlie
 
 def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(capsys, videos, tmp_path):
     """A tmpfs just big enough for the first checkpoints (where the machine allows mounting)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mount = ["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(disk)]
-    if subprocess.run(mount, capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with tmpfs(tmp_path / "disk", "12m") as disk:
         code, err = train(capsys, videos, disk / "run", "--steps", "60", "--set",
                           "checkpoint_every=1")
         assert code == 1, err
@@ -120,8 +115,6 @@ def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(capsys, video
         latest = (disk / "run" / "latest").read_text()
         assert (disk / "run" / latest / "state.json").is_file()
         assert not list((disk / "run").rglob(".*"))
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
 
 
 def test_a_refused_run_leaves_no_folders(capsys, videos, tmp_path) -> None:

@@ -44,6 +44,7 @@ from colortrack.data.annotations import write_mask
 from colortrack.data.davis import DavisDataset
 from colortrack.data.video_writer import VideoWriter
 from colortrack.eval.metrics import VOID_ID
+from colortrack.stages import stage_seconds
 
 # The benchmark folder (docs/data.md): $COLORTRACK_DATA, else ./data.
 DAVIS = Path(os.environ.get("COLORTRACK_DATA", "data")) / "davis2016-dev"
@@ -91,9 +92,8 @@ def stage_ms(video: Path, mask: Path, out: Path, frames: int) -> dict[str, float
         cli_main(["-q", "track", str(video), "--mask", str(mask), "--out", str(out),
                   "--overwrite"])
     wall = time.perf_counter() - started
-    totals = {e.key: e.cpu_time_total / 1e6 for e in profile.key_averages()
-              if e.key.startswith("colortrack.")}
-    ms = {s: 1e3 * totals.get(f"colortrack.{s}", 0.0) / frames for s in STAGES}
+    totals = stage_seconds(profile)
+    ms = {s: 1e3 * totals.get(s, 0.0) / frames for s in STAGES}
     ms["rest"] = 1e3 * wall / frames - sum(ms.values())
     return ms
 

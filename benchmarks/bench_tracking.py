@@ -39,6 +39,7 @@ from colortrack.data.annotations import read_mask
 from colortrack.data.davis import DavisDataset
 from colortrack.data.video import VideoReader
 from colortrack.eval.metrics import VOID_ID
+from colortrack.stages import stage_seconds
 from colortrack.track.tracking import Tracker, track_to_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,8 +83,7 @@ def run(method: str, source: list[Path] | Path, mask: np.ndarray, limit: int | N
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
             track_to_dir(tracker, decoded(source, limit), mask, out, overwrite=True,
                          progress=False)
-    labels = {e.key.removeprefix("colortrack."): e.cpu_time_total / 1e6
-              for e in profile.key_averages() if e.key.startswith("colortrack.")}
+    labels = stage_seconds(profile)
     seconds = {column: sum(labels.get(label, 0.0) for label in parts)
                for column, parts in STAGES.items()}
     return count, wall, seconds

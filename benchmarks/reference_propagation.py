@@ -34,6 +34,7 @@ from colortrack.copy import reference
 from colortrack.data.davis import DavisDataset
 from colortrack.eval.metrics import VOID_ID
 from colortrack.model.network import Encoder
+from colortrack.stages import stage_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 # The benchmark folder (docs/data.md): $COLORTRACK_DATA, else ./data.
@@ -87,8 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     # The copy step's own time, from its label inside the library, in a second, profiled run.
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
         list(propagator.propagate(iter(frames), first))
-    copy_seconds = sum(e.cpu_time_total for e in profile.key_averages()
-                       if e.key == "colortrack.copy") / 1e6
+    copy_seconds = stage_seconds(profile)["copy"]
 
     start = clock()
     features = list(propagator.frames.stream(iter(frames)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from typing import Any
 
 
 def stage(name: str) -> contextlib.AbstractContextManager:
@@ -19,3 +20,9 @@ def stage(name: str) -> contextlib.AbstractContextManager:
     if torch is None:
         return contextlib.nullcontext()
     return torch.profiler.record_function(f"colortrack.{name}")
+
+
+def stage_seconds(profile: Any) -> dict[str, float]:
+    """Seconds spent in each stage label of a finished torch.profiler.profile, by stage name."""
+    return {e.key.removeprefix("colortrack."): e.cpu_time_total / 1e6
+            for e in profile.key_averages() if e.key.startswith("colortrack.")}

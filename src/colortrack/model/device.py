@@ -1,4 +1,5 @@
-"""Where and in what arithmetic the model runs: the device, and the precision policy.
+"""Where and in what arithmetic the model runs: the device, the precision policy, and the
+split of CPU threads between the encoder and the copy.
 
 Tracking's precision setting chooses two dtypes: the encoder's (`encoder_dtype`: bf16 where the
 hardware has it) and that of the window products, which only choose each location's top-k
@@ -8,11 +9,17 @@ docs/performance.md measures what each costs in J&F and time.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 import torch
 
+from colortrack.data.video import prefetch
 from colortrack.errors import UsageError
+
+T = TypeVar("T")
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
@@ -84,3 +91,33 @@ def choice_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision == "int8" or (precision == "auto" and device.type == "cpu" and native_int8()):
         return torch.int8
     return encoder_dtype(precision, device)
+
+
+
+@contextlib.contextmanager
+def one_frame_ahead(features: Iterable[T], device: torch.device) -> Iterator[Iterator[T]]:
+    """`features` computed in a background thread, ahead of the frame the caller copies.
+
+    The encoder of frame t + 1 then runs while the caller copies labels into frame t and writes
+    them. On a CPU the torch threads are split between the two (the encoder's thread gets half,
+    at least one each), so that neither waits at a barrier for a thread the other holds; the
+    caller's count is restored after. GPUs run the encoder asynchronously, and their threads are
+    left as they are.
+    """
+    total = torch.get_num_threads()
+    split = device.type == "cpu"
+
+    def on_own_threads() -> Iterator[T]:
+        if split:  # sets this thread's count (and the default of threads started later)
+            torch.set_num_threads(max(1, (total + 1) // 2))
+        yield from features
+
+    if split:
+        torch.set_num_threads(max(1, total // 2))
+    ahead = prefetch(on_own_threads(), depth=2)
+    try:
+        yield ahead
+    finally:
+        ahead.close()
+        if split:
+            torch.set_num_threads(total)

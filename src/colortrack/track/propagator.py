@@ -18,7 +18,7 @@ from colortrack.config import PropagationConfig
 from colortrack.copy.context import Context
 from colortrack.copy.propagate import propagate
 from colortrack.model.checkpoint import load_model
-from colortrack.model.device import PARALLEL, choice_dtype
+from colortrack.model.device import PARALLEL, choice_dtype, one_frame_ahead
 from colortrack.model.features import FrameEncoder, LabPixels, ModelAndPixels, pad_to_stride
 from colortrack.model.network import Encoder
 from colortrack.stages import stage
@@ -119,11 +119,18 @@ class LearnedPropagator:
     def propagate(self, frames: Iterable[np.ndarray], first_labels: np.ndarray,
                   given: Mapping[int, np.ndarray] | None = None) -> Iterator[np.ndarray]:
         """Soft labels of frames 1, 2, ...; `given` labels of later frames replace their
-        prediction and join the first frame as long-term references (Context.anchor)."""
-        cfg, stride, given = self.cfg, Encoder.stride, given or {}
+        prediction and join the first frame as long-term references (Context.anchor). The
+        next frame is embedded while this one's labels are copied (`one_frame_ahead`)."""
+        with one_frame_ahead(self.frames.stream(frames), self.frames.device) as embeddings:
+            yield from self._copy(embeddings, first_labels, given or {})
+
+    def _copy(self, embeddings: Iterator[torch.Tensor], first_labels: np.ndarray,
+              given: Mapping[int, np.ndarray]) -> Iterator[np.ndarray]:
+        """Labels of frames 1, 2, ... copied from the context, frame by frame."""
+        cfg, stride = self.cfg, Encoder.stride
         height, width = first_labels.shape[-2:]
         context: Context | None = None
-        for index, embedding in enumerate(self.frames.stream(frames)):
+        for index, embedding in enumerate(embeddings):
             key, query = self.key_query(embedding)
             if context is None:
                 labels = labels_to_grid(first_labels, stride, embedding.device)

@@ -52,15 +52,18 @@ def _luminance_tables() -> np.ndarray:
 
 
 _LUMINANCE = _luminance_tables()
+_SUM = np.ones((1, 3), np.float32)
 
 
 def lightness(rgb: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 sRGB -> (H, W) float32 L of `rgb_to_lab` (to 1e-4), through per-byte
-    tables: a gray encoder sees only L, and this is 7x faster than the full conversion (OpenCV's
-    lookup, 2.0 ms at 480p, against 5.5 for NumPy's gathers of the same table)."""
+    tables and OpenCV's channel sum: a gray encoder sees only L, and this runs in a tenth of
+    the full conversion's time (float32 cube roots from NumPy, several times faster than
+    PyTorch's powers)."""
     parts = cv2.LUT(np.ascontiguousarray(rgb), _LUMINANCE)
-    y = parts[..., 0] + parts[..., 1] + parts[..., 2]
-    return _companding(torch.from_numpy(y)).mul_(116).sub_(16)
+    y = cv2.transform(parts, _SUM)
+    f = np.where(y > _EPS**3, np.cbrt(y), y / (3 * _EPS**2) + 4 / 29)  # `_companding`
+    return torch.from_numpy(f).mul_(116).sub_(16)
 
 
 def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:

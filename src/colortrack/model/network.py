@@ -162,6 +162,10 @@ def fused_for_inference(encoder: Encoder) -> Encoder:
                 conv, bn = module[i], module[i + 1]
                 if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
                     module[i], module[i + 1] = fuse_conv_bn_eval(conv, bn), nn.Identity()
+    conv, _, relu, pool = fused.trunk.stem
+    # The stem's ReLU after its max-pool, on a quarter of the values: the same, as ReLU is
+    # monotonic and every pooling window holds at least one pixel.
+    fused.trunk.stem = nn.Sequential(conv, pool, relu)
     return fused.to(memory_format=torch.channels_last)
 
 

@@ -15,11 +15,12 @@ the median over rounds and the range; `x flow` is the model's median time over f
 "start-up" is the same command on the sequence's first 2 frames; the 1,000-frame clip plays the
 longest sequence forwards and backwards until it has 1,000 frames (the motion stays natural).
 
-With --stages, every sequence is also tracked once in this process under torch.profiler: the
-library labels its stages (`colortrack.encode`, `.copy`, `.upsample`, `.argmax`, `.write`,
-`.overlay`; decoding runs in a background thread, overlapped, and is not among them), and each
-is shown in ms per frame; "rest" is the wall time outside them (Python glue, waiting for a frame).
-The profiler adds a little to every stage, so these are for the split, not for the total.
+With --stages, every sequence is also tracked once in this process with the library's stage
+clock (`colortrack.stages.timed`), each stage shown in ms per frame. The encoder runs on its own
+thread, one frame ahead of the copy; the other stages on the main thread, whose "rest" is its
+wall time outside them (Python glue, waiting for the next embedding). Decoding runs on a third
+thread and is not among the stages. The two cores are shared by all three and by the H.264
+encoder's threads, so a stage's time here includes waiting for a core.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from colortrack.data.annotations import write_mask
 from colortrack.data.davis import DavisDataset
 from colortrack.data.video_writer import VideoWriter
 from colortrack.eval.metrics import VOID_ID
-from colortrack.stages import stage_seconds
+from colortrack.stages import timed
 
 # The benchmark folder (docs/data.md): $COLORTRACK_DATA, else ./data.
 DAVIS = Path(os.environ.get("COLORTRACK_DATA", "data")) / "davis2016-dev"
@@ -84,17 +85,15 @@ def track_seconds(video: Path, mask: Path, method: str, out: Path) -> float:
 
 
 def stage_ms(video: Path, mask: Path, out: Path, frames: int) -> dict[str, float]:
-    """ms per frame of each labelled stage and of the rest, the model tracking in-process."""
-    activities = [torch.profiler.ProfilerActivity.CPU]
+    """ms per frame of each labelled stage, the model tracking in-process, and of the rest of
+    the main thread's wall time (what is not in a main-thread stage)."""
     started = time.perf_counter()
-    with (torch.profiler.profile(activities=activities) as profile,
-          contextlib.redirect_stdout(io.StringIO())):
+    with timed() as totals, contextlib.redirect_stdout(io.StringIO()):
         cli_main(["-q", "track", str(video), "--mask", str(mask), "--out", str(out),
                   "--overwrite"])
     wall = time.perf_counter() - started
-    totals = stage_seconds(profile)
     ms = {s: 1e3 * totals.get(s, 0.0) / frames for s in STAGES}
-    ms["rest"] = 1e3 * wall / frames - sum(ms.values())
+    ms["rest"] = 1e3 * wall / frames - sum(v for s, v in ms.items() if s != "encode")
     return ms
 
 
@@ -158,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"model on the {len(cases)} sequences: {min(rates):.1f}-{max(rates):.1f} "
                   f"frames/s, start-up included")
         if args.stages:
-            print("\nmodel, ms per frame by stage (in-process, profiled; decode overlapped):")
+            print("\nmodel, ms per frame by stage (in-process; encode on its own thread, the rest "
+                  "on the main thread; decode overlapped):")
             print(f"{'sequence':<28}" + "".join(f"{s:>10}" for s in (*STAGES, "rest")))
             for label, video, mask, frames in cases:
                 ms = stage_ms(video, mask, work / "out" / video.stem, frames)

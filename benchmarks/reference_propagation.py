@@ -12,8 +12,8 @@ windows.
 
 The script runs it and `LearnedPropagator.propagate` on the same frames and prints the largest
 difference of the soft labels (upsampled to the frame), whether the argmax masks agree, and
-frames/s of both (whole pipeline, and the copy step alone: the library's `colortrack.copy`
-profiler label).
+frames/s of both (whole pipeline, and the copy step alone: the library's `copy`
+stage label).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from colortrack.copy import reference
 from colortrack.data.davis import DavisDataset
 from colortrack.eval.metrics import VOID_ID
 from colortrack.model.network import Encoder
-from colortrack.stages import stage_seconds
+from colortrack.stages import timed
 
 ROOT = Path(__file__).resolve().parents[1]
 # The benchmark folder (docs/data.md): $COLORTRACK_DATA, else ./data.
@@ -85,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     start = clock()
     fast = list(propagator.propagate(iter(frames), first))
     fast_total = clock() - start
-    # The copy step's own time, from its label inside the library, in a second, profiled run.
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+    # The copy step's own time, from its label inside the library, in a second run.
+    with timed() as stages:
         list(propagator.propagate(iter(frames), first))
-    copy_seconds = stage_seconds(profile)["copy"]
+    copy_seconds = stages["copy"]
 
     start = clock()
     features = list(propagator.frames.stream(iter(frames)))

@@ -1,5 +1,7 @@
 """The learned propagator end to end on small clips: shipped model, pixel baseline, CLI paths."""
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,8 @@ from colortrack.cli import main
 from colortrack.config import PropagationConfig
 from colortrack.data.video import VideoReader
 from colortrack.model.checkpoint import default_model_path
+from colortrack.model.device import one_frame_ahead
+from colortrack.stages import timed
 from colortrack.track.propagator import LearnedPropagator
 from colortrack.track.tracking import Tracker
 
@@ -52,6 +56,37 @@ def test_shipped_model_tracks_and_keeps_shapes(moving_video):
     assert [i for i, _ in out] == list(range(len(frames)))
     assert all(ids.shape == mask.shape for _, ids in out)
     assert (out[1][1] == 1).sum() > 0
+
+
+def test_features_come_from_another_thread_with_half_the_torch_threads():
+    seen = []
+
+    def features():
+        seen.append((threading.get_ident(), torch.get_num_threads()))
+        yield 1
+        raise ValueError("a damaged frame")
+
+    before = torch.get_num_threads()
+    with pytest.raises(ValueError, match="a damaged frame"):  # raised where they are read
+        with one_frame_ahead(features(), torch.device("cpu")) as ahead:
+            assert next(ahead) == 1
+            next(ahead)
+    [(thread, threads)] = seen
+    assert thread != threading.get_ident() and threads == max(1, (before + 1) // 2)
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.skipif(not default_model_path().is_file(), reason="no shipped model")
+def test_the_stage_clock_times_the_encoder_on_its_own_thread(moving_video):
+    path, frames = moving_video
+    mask = np.zeros(frames[0].shape[:2], np.uint8)
+    mask[10:30, 20:40] = 1
+    with timed() as seconds:
+        list(Tracker.from_pretrained(propagation=SMALL).track(path, mask))
+        with pytest.raises(RuntimeError, match="already"):
+            timed().__enter__()
+    assert {"encode", "copy", "upsample", "argmax"} <= seconds.keys()
+    assert all(value > 0 for value in seconds.values())
 
 
 @pytest.mark.skipif(not default_model_path().is_file(), reason="no shipped model")

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from colortrack.data.annotations import write_mask
-from colortrack.data.outputs import locked, output_folder
+from colortrack.data.outputs import locked, output_folder, write_behind
 from tests.conftest import cli, moving_texture, tmpfs, write_video
 
 H, W = 48, 64
@@ -129,6 +129,28 @@ def test_a_failed_block_leaves_nothing_and_removes_the_parents_it_made(tmp_path)
         (stage / "x.txt").write_text("half")
         raise RuntimeError
     assert list(tmp_path.iterdir()) == []
+
+
+def test_writes_behind_run_in_order_and_are_all_done_on_leaving() -> None:
+    done: list[int] = []
+    with write_behind(depth=2) as submit:
+        for i in range(20):
+            submit(lambda i: (time.sleep(0.001), done.append(i)), i)
+    assert done == list(range(20))
+
+
+def test_a_failed_write_behind_stops_the_rest_and_reaches_the_caller() -> None:
+    done: list[int] = []
+
+    def write(i: int) -> None:
+        if i == 3:
+            raise OSError(28, "No space left on device")
+        done.append(i)
+
+    with pytest.raises(OSError, match="No space"), write_behind(depth=2) as submit:
+        for i in range(100):
+            submit(write, i)
+    assert done == [0, 1, 2]
 
 
 def test_a_killed_run_s_staging_folder_is_cleared_by_the_next(tmp_path) -> None:

@@ -17,6 +17,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import queue
 import shutil
 import signal
 import tempfile
@@ -214,3 +215,38 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@contextlib.contextmanager
+def write_behind(depth: int = 4) -> Iterator[Callable[..., None]]:
+    """`submit(fn, *args)`: run the calls in order on a background thread, at most `depth`
+    waiting (what they hold stays bounded), so that writing overlaps tracking.
+
+    The first call that fails stops the rest; its error is raised by the next `submit`, or on
+    leaving. Leaving waits for every call submitted.
+    """
+    calls: queue.Queue = queue.Queue(maxsize=depth)
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        while (call := calls.get()) is not None:
+            if not failed:
+                try:
+                    call[0](*call[1])
+                except BaseException as error:  # raised in the caller's thread
+                    failed.append(error)
+
+    def submit(fn: Callable[..., object], *args: object) -> None:
+        if failed:
+            raise failed[0]
+        calls.put((fn, args))
+
+    worker = threading.Thread(target=work, name="colortrack-write", daemon=True)
+    worker.start()
+    try:
+        yield submit
+    finally:
+        calls.put(None)
+        worker.join()
+    if failed:
+        raise failed[0]

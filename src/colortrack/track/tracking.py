@@ -29,7 +29,7 @@ from colortrack.data.keypoints import (
     write_track_csv,
     write_track_json,
 )
-from colortrack.data.outputs import output_folder
+from colortrack.data.outputs import output_folder, write_behind
 from colortrack.data.video import VideoReader, prefetch
 from colortrack.data.video_writer import VideoWriter
 from colortrack.errors import ColortrackError, UsageError
@@ -308,8 +308,9 @@ def is_tracking_output(name: str) -> bool:
 @contextlib.contextmanager
 def _writing(
     video: Video, out_dir: str | Path, overwrite: bool, progress: bool, annotation: object
-) -> Iterator[tuple[Path, Video, Any, tqdm]]:
-    """Open the video (for its rate and length), then a staging folder, the overlay and progress.
+) -> Iterator[tuple[Path, Video, Any, Callable[..., None], tqdm]]:
+    """Open the video (for its rate and length), then a staging folder, the overlay, a
+    background thread for the writes (`write_behind`) and progress.
 
     Outputs go to a hidden folder beside OUT that replaces it only when the whole run
     succeeds, so a failed or interrupted run leaves OUT as it was. Earlier outputs are only
@@ -327,12 +328,13 @@ def _writing(
         if isinstance(video, str | Path):
             video = stack.enter_context(VideoReader(video))
             fps, total = video.info.fps or fps, video.info.num_frames
-        stage = stack.enter_context(output_folder(
+        staging = stack.enter_context(output_folder(
             out, overwrite=overwrite, ours=is_tracking_output,
             what="tracking outputs"))
-        writer = stack.enter_context(VideoWriter(stage / "overlay.mp4", fps))
+        writer = stack.enter_context(VideoWriter(staging / "overlay.mp4", fps))
+        submit = stack.enter_context(write_behind())
         bar = stack.enter_context(tqdm(total=total, unit="frame", disable=not progress))
-        yield stage, video, writer, bar
+        yield staging, video, writer, submit, bar
 
 
 def track_to_dir(
@@ -346,12 +348,17 @@ def track_to_dir(
 ) -> TrackSummary:
     """Write OUT/<00000>.png palette masks at the input size and OUT/overlay.mp4."""
     started, count = time.perf_counter(), 0
-    with _writing(video, out_dir, overwrite, progress, masks) as (stage_dir, frames, writer, bar):
+
+    def write(path: Path, frame: np.ndarray, ids: np.ndarray, writer: VideoWriter) -> None:
+        with stage("write"):
+            write_mask(path, ids)
+        with stage("overlay"):
+            writer.write(overlay_mask(frame, ids))
+
+    with _writing(video, out_dir, overwrite, progress, masks) as (
+            stage_dir, frames, writer, submit, bar):
         for index, frame, ids in tracker.track_frames(frames, masks):
-            with stage("write"):
-                write_mask(stage_dir / f"{index:05d}.png", ids)
-            with stage("overlay"):
-                writer.write(overlay_mask(frame, ids))
+            submit(write, stage_dir / f"{index:05d}.png", frame, ids, writer)
             count += 1
             bar.update()
     return TrackSummary(Path(out_dir), count, time.perf_counter() - started)
@@ -370,13 +377,19 @@ def track_points_to_dir(
     start, keypoints, later = _load_points(points)
     source = points if isinstance(points, str | Path) else "keypoints"
     started, track = time.perf_counter(), []
-    with _writing(video, out_dir, overwrite, progress, points) as (stage, frames, writer, bar):
+
+    def draw(frame: np.ndarray, xy: np.ndarray, visible: np.ndarray, writer: VideoWriter) -> None:
+        with stage("overlay"):
+            writer.write(draw_points(frame, xy, visible, keypoints.skeleton))
+
+    with _writing(video, out_dir, overwrite, progress, points) as (
+            stage_dir, frames, writer, submit, bar):
         run = tracker.track_points_frames(frames, keypoints, start=start, source=source,
                                           later=later)
         for index, frame, xy, visible in run:
             track.append((index, xy, visible))
-            writer.write(draw_points(frame, xy, visible, keypoints.skeleton))
+            submit(draw, frame, xy, visible, writer)
             bar.update()
-        write_track_json(stage / "points.json", keypoints.names, keypoints.skeleton, track)
-        write_track_csv(stage / "points.csv", keypoints.names, track)
+        write_track_json(stage_dir / "points.json", keypoints.names, keypoints.skeleton, track)
+        write_track_csv(stage_dir / "points.csv", keypoints.names, track)
     return TrackSummary(Path(out_dir), len(track), time.perf_counter() - started)

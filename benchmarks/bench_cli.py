@@ -17,10 +17,11 @@ longest sequence forwards and backwards until it has 1,000 frames (the motion st
 
 With --stages, every sequence is also tracked once in this process with the library's stage
 clock (`colortrack.stages.timed`), each stage shown in ms per frame. The encoder runs on its own
-thread, one frame ahead of the copy; the other stages on the main thread, whose "rest" is its
-wall time outside them (Python glue, waiting for the next embedding). Decoding runs on a third
-thread and is not among the stages. The two cores are shared by all three and by the H.264
-encoder's threads, so a stage's time here includes waiting for a core.
+thread, one frame ahead of the copy; copy, upsample and argmax on the main thread, whose "rest"
+is its wall time outside them (Python glue, waiting for the next embedding); the PNG (write)
+and the overlay on a writer thread. Decoding runs on a fourth thread and is not among the
+stages. The two cores are shared by all of them and by the H.264 encoder's threads, so a
+stage's time here includes waiting for a core.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from colortrack.stages import timed
 # The benchmark folder (docs/data.md): $COLORTRACK_DATA, else ./data.
 DAVIS = Path(os.environ.get("COLORTRACK_DATA", "data")) / "davis2016-dev"
 STAGES = ("encode", "copy", "upsample", "argmax", "write", "overlay")
+MAIN_THREAD = ("copy", "upsample", "argmax")  # the encoder and the writes have threads of their own
 
 
 def prepare(root: Path, sequence: str, work: Path, frames: int | None = None,
@@ -86,14 +88,14 @@ def track_seconds(video: Path, mask: Path, method: str, out: Path) -> float:
 
 def stage_ms(video: Path, mask: Path, out: Path, frames: int) -> dict[str, float]:
     """ms per frame of each labelled stage, the model tracking in-process, and of the rest of
-    the main thread's wall time (what is not in a main-thread stage)."""
+    the main thread's wall time (outside its own stages)."""
     started = time.perf_counter()
     with timed() as totals, contextlib.redirect_stdout(io.StringIO()):
         cli_main(["-q", "track", str(video), "--mask", str(mask), "--out", str(out),
                   "--overwrite"])
     wall = time.perf_counter() - started
     ms = {s: 1e3 * totals.get(s, 0.0) / frames for s in STAGES}
-    ms["rest"] = 1e3 * wall / frames - sum(v for s, v in ms.items() if s != "encode")
+    ms["rest"] = 1e3 * wall / frames - sum(ms[s] for s in MAIN_THREAD)
     return ms
 
 
@@ -157,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"model on the {len(cases)} sequences: {min(rates):.1f}-{max(rates):.1f} "
                   f"frames/s, start-up included")
         if args.stages:
-            print("\nmodel, ms per frame by stage (in-process; encode on its own thread, the rest "
-                  "on the main thread; decode overlapped):")
+            print("\nmodel, ms per frame by stage (in-process; threads: encode | copy, upsample, "
+                  "argmax, rest | write, overlay; decode overlapped):")
             print(f"{'sequence':<28}" + "".join(f"{s:>10}" for s in (*STAGES, "rest")))
             for label, video, mask, frames in cases:
                 ms = stage_ms(video, mask, work / "out" / video.stem, frames)

@@ -9,10 +9,11 @@
 The real code path of `colortrack track` is timed in-process (`tracking.track_to_dir`: palette
 PNGs and the overlay video); `bench_cli.py` times the command itself. The stages come from the
 library's stage clock (`colortrack.stages.timed`) in a second run: encoder (L + trunk + one
-cached head step), copy, upsample, argmax + PNG and overlay (drawing the mask and H.264-encoding
-the frame). The model's encoder runs on its own thread, one frame ahead of the copy, and
-decoding (JPEG/PyAV) on another; neither is part of the sum, which is the main thread's
-stages, and decoding is timed in a separate decode-only pass. "rest" is the main thread's wall
+cached head step), copy, upsample, argmax, PNG and overlay (drawing the mask and
+H.264-encoding the frame). The model's encoder runs on its own thread, one frame ahead of the
+copy, the PNG and overlay on a writer thread, and decoding (JPEG/PyAV) on another; none of
+these is part of the sum, which is the main thread's stages, and decoding is timed in a
+separate decode-only pass. "rest" is the main thread's wall
 time outside its stages (Python glue, waiting for the next embedding or frame, opening and
 closing the outputs). For `flow` its whole propagator step is in the `copy` column. Wall times are
 noisy when other jobs share the CPU, so every row is run in each of `--repeat` rounds and its
@@ -47,9 +48,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # The benchmark folder (docs/data.md): $COLORTRACK_DATA, else ./data.
 DAVIS = Path(os.environ.get("COLORTRACK_DATA", "data")) / "davis2016-dev"
 # Columns and the library's stage labels they sum; for the flow baseline, `flow` is its whole
-# propagator step and goes under `copy`. The encoder's runs on a thread of its own.
-STAGES = {"encoder": ("encode",), "copy": ("copy", "flow"), "upsample": ("upsample",),
-          "argmax+png": ("argmax", "write"), "overlay": ("overlay",)}
+# propagator step and goes under `copy`. Starred columns run on threads of their own (the
+# encoder's, the writer's); the others, on the main thread.
+STAGES = {"encoder*": ("encode",), "copy": ("copy", "flow"), "upsample": ("upsample",),
+          "argmax": ("argmax",), "png*": ("write",), "overlay*": ("overlay",)}
 
 
 def davis_inputs(root: Path, sequence: str) -> tuple[list[Path], np.ndarray]:
@@ -138,8 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ms per frame (frame 0 included; end-to-end = wall time / frames; fastest of "
           f"{args.repeat} runs):")
     decode = decode_seconds(source, limit)
-    head = f"{'method':<9}{'decode*':>9}" + "".join(f"{c + '*' * (c == 'encoder'):>11}"
-                                                    for c in STAGES)
+    head = f"{'method':<9}{'decode*':>9}" + "".join(f"{c:>11}" for c in STAGES)
     print(head + f"{'sum':>9}{'rest':>7}{'end-to-end':>12}{'frames/s':>10}")
     rows = []
     for method in args.methods.split(","):
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         count, wall, seconds = min(runs, key=lambda r: r[1])
         cells = [seconds[c] for c in STAGES]
         text = "".join(f"{1e3 * v / count:>11.1f}" if v else f"{'-':>11}" for v in cells)
-        main_thread = sum(seconds[c] for c in STAGES if c != "encoder")
+        main_thread = sum(seconds[c] for c in STAGES if not c.endswith("*"))
         ms[label] = 1e3 * wall / count
         print(f"{label:<9}{1e3 * decode:>9.1f}{text}{1e3 * main_thread / count:>9.1f}"
               f"{1e3 * (wall - main_thread) / count:>7.1f}{ms[label]:>12.1f}"
@@ -167,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     if "flow" in ms:
         print("x flow: " + ", ".join(f"{label} {t / ms['flow']:.1f}x" for label, t in ms.items()))
     print("decode*: decode-only pass; tracking decodes in a background thread, overlapped.")
-    print("encoder*: on its own thread, overlapped with the main thread's stages (sum).")
+    print("encoder*, png*, overlay*: on their own threads, overlapped with the main thread's "
+          "stages (sum).")
     if any(m != "model" for m in args.methods.split(",")):
         print("flow: its whole propagator step is under `copy`.")
     return 0

@@ -235,7 +235,8 @@ overlay moved to x264's `veryfast` preset and `bench_tracking` began timing the 
 ```
 
 The copy step's 4×10 tiles (8×8 before) came after this check: the GPU tables in this section
-were measured with 8×8 tiles, and the 4×10 tiles have not been timed on CUDA.
+were measured with 8×8 tiles, and the 4×10 tiles have not been timed on CUDA; nor have the
+encoder's own thread and the writer thread, which came later still.
 """
 
 
@@ -434,8 +435,10 @@ the model took 1.85–2.10× flow's time in the 4 of those 9 runs where both ove
 
 The same through the command line, as a user runs it: `colortrack track` as a new process on
 each DAVIS dev sequence encoded as a 480p MP4, start-up included, model and flow in alternating
-rounds (the median of 3 and the range); the stage split comes from an in-process run under
-torch.profiler, from the library's stage labels (decoding runs on its own thread, overlapped).
+rounds (the median of 3 and the range); the stage split comes from an in-process run with the
+library's stage clock (`colortrack.stages.timed`), by thread: the encoder's, the main thread's
+(copy, upsample, argmax and the rest of its wall time), the writer's (PNG, overlay); decoding
+runs on a fourth thread, overlapped.
 
 {command}
 
@@ -574,10 +577,26 @@ J&F was unchanged (today's default: {jf(model):.2f}). `pip install` builds it wh
 is found (without OpenMP where the compiler lacks it); without a compiler the install still
 succeeds and the same copy runs in PyTorch, a little slower.
 
+## Threads and start-up
+
+Tracking keeps both cores busy with four threads: decoding (PyAV) feeds the encoder's thread,
+which embeds frame t + 1 while the main thread copies labels into frame t
+(`model/device.one_frame_ahead`), and a writer thread encodes the PNGs and the overlay video
+(`data/outputs.write_behind`; x264's `superfast` preset, as the overlay is a preview). On a CPU
+the torch threads are split between the encoder and the copy, one each on 2 cores: with both
+stages on the same two OpenMP threads, each waited at barriers for a thread that something else
+held (the OpenMP worker's spinning was 15% of all `perf` samples). When introduced, on DAVIS
+parkour (100 frames, `colortrack track`, 2 cores): the encoder's own thread took the run from
+6.2–6.4 s to 5.5–5.6 s; the writer thread, 4.89 to 4.70 s (flow 3.68 to 3.03 s, its main thread
+having been serial); the superfast overlay (5.6 against veryfast's 9.4 ms of CPU a frame, a file
+30% larger), 4.70 to 4.25 s (flow 3.03 to 2.89 s). Tracking methods are loaded with Python's
+garbage collector paused and their objects frozen after, as PyTorch's import makes some 250,000
+objects that it otherwise scanned again and again: a 2-frame run fell from 1.5–1.8 s to 1.1 s,
+about 0.7 s of which is importing PyTorch.
+
 ## Around the copy
 
-Decoding runs in a background thread; the overlay video is encoded with x264's `veryfast`
-preset. The temporal head is causal (each frame sees itself and the frames before it), so a video
+The temporal head is causal (each frame sees itself and the frames before it), so a video
 is embedded frame by frame with a small cache, exactly as the network computes it on the whole
 clip: memory is bounded by the context, not by the video's length (measured in
 [results.md](results.md#speed-and-memory-on-2-cpu-cores)).

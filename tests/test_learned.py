@@ -58,6 +58,16 @@ def test_shipped_model_tracks_and_keeps_shapes(moving_video):
     assert (out[1][1] == 1).sum() > 0
 
 
+def test_labels_are_upsampled_bilinearly_with_pixel_centres_aligned():
+    from colortrack.track.propagator import grid_to_labels
+
+    for channels in (1, 3, 16):
+        grid = torch.rand(channels, 5, 7)
+        expected = torch.nn.functional.interpolate(grid[None], scale_factor=8, mode="bilinear",
+                                                   align_corners=False)[0, :, :37, :50]
+        np.testing.assert_allclose(grid_to_labels(grid, 8, 37, 50), expected.numpy(), atol=1e-6)
+
+
 def test_features_come_from_another_thread_with_half_the_torch_threads():
     seen = []
 

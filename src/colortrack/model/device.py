@@ -99,21 +99,24 @@ def one_frame_ahead(features: Iterable[T], device: torch.device) -> Iterator[Ite
     """`features` computed in a background thread, ahead of the frame the caller copies.
 
     The encoder of frame t + 1 then runs while the caller copies labels into frame t and writes
-    them. On a CPU the torch threads are split between the two (the encoder's thread gets half,
-    at least one each), so that neither waits at a barrier for a thread the other holds; the
-    caller's count is restored after. GPUs run the encoder asynchronously, and their threads are
-    left as they are.
+    them. On a CPU the torch threads are split between the two (the encoder's thread gets half),
+    so that neither waits at a barrier for a thread the other holds, and the caller's count is
+    restored after; with one torch thread, the features are computed in the caller's thread, as
+    asked. GPUs run the encoder asynchronously, and their threads are left as they are.
     """
     total = torch.get_num_threads()
     split = device.type == "cpu"
+    if split and total < 2:
+        yield iter(features)
+        return
 
     def on_own_threads() -> Iterator[T]:
         if split:  # sets this thread's count (and the default of threads started later)
-            torch.set_num_threads(max(1, (total + 1) // 2))
+            torch.set_num_threads((total + 1) // 2)
         yield from features
 
     if split:
-        torch.set_num_threads(max(1, total // 2))
+        torch.set_num_threads(total // 2)
     ahead = prefetch(on_own_threads(), depth=2)
     try:
         yield ahead

@@ -93,7 +93,6 @@ def choice_dtype(precision: str, device: torch.device) -> torch.dtype:
     return encoder_dtype(precision, device)
 
 
-
 @contextlib.contextmanager
 def one_frame_ahead(features: Iterable[T], device: torch.device) -> Iterator[Iterator[T]]:
     """`features` computed in a background thread, ahead of the frame the caller copies.

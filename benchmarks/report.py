@@ -579,20 +579,21 @@ succeeds and the same copy runs in PyTorch, a little slower.
 
 ## Threads and start-up
 
-Tracking keeps both cores busy with four threads: decoding (PyAV) feeds the encoder's thread,
-which embeds frame t + 1 while the main thread copies labels into frame t
+Tracking keeps both cores busy with four threads: decoding (PyAV) feeds the encoder's thread, which
+embeds frame t + 1 while the main thread copies labels into frame t
 (`model/device.one_frame_ahead`), and a writer thread encodes the PNGs and the overlay video
-(`data/outputs.write_behind`; x264's `superfast` preset, as the overlay is a preview). On a CPU
-the torch threads are split between the encoder and the copy, one each on 2 cores: with both
-stages on the same two OpenMP threads, each waited at barriers for a thread that something else
-held (the OpenMP worker's spinning was 15% of all `perf` samples). When introduced, on DAVIS
-parkour (100 frames, `colortrack track`, 2 cores): the encoder's own thread took the run from
-6.2–6.4 s to 5.5–5.6 s; the writer thread, 4.89 to 4.70 s (flow 3.68 to 3.03 s, its main thread
-having been serial); the superfast overlay (5.6 against veryfast's 9.4 ms of CPU a frame, a file
-30% larger), 4.70 to 4.25 s (flow 3.03 to 2.89 s). Tracking methods are loaded with Python's
-garbage collector paused and their objects frozen after, as PyTorch's import makes some 250,000
-objects that it otherwise scanned again and again: a 2-frame run fell from 1.5–1.8 s to 1.1 s,
-about 0.7 s of which is importing PyTorch.
+(`data/outputs.write_behind`; x264's `superfast` preset tuned for zero latency, as the overlay is a
+preview). On a CPU the torch threads are split between the encoder and the copy, one each on 2
+cores: with both stages on the same two OpenMP threads, each waited at barriers for a thread that
+something else held (the OpenMP worker's spinning was 15% of all `perf` samples). When introduced,
+on DAVIS parkour (100 frames, `colortrack track`, 2 cores): the encoder's own thread took the run
+from 6.2–6.4 s to 5.5–5.6 s; the writer thread, 4.89 to 4.70 s (flow 3.68 to 3.03 s, its main
+thread having been serial); the superfast overlay (5.6 against veryfast's 9.4 ms of CPU a frame, a
+file 30% larger), 4.70 to 4.25 s (flow 3.03 to 2.89 s); zero latency (no B-frames or lookahead)
+took x264 from 5.7 to 4.4 ms of CPU a frame, a file 5% smaller (one process, best of 3). Tracking
+methods are loaded with Python's garbage collector paused and their objects frozen after, as
+PyTorch's import makes some 250,000 objects that it otherwise scanned again and again: a 2-frame
+run fell from 1.5–1.8 s to 1.1 s, about 0.7 s of which is importing PyTorch.
 
 ## Around the copy
 

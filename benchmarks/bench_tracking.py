@@ -6,19 +6,18 @@
     python benchmarks/bench_tracking.py --video clip.mp4 --mask first.png --methods model
     python benchmarks/bench_tracking.py --radii 12,8,6,4   # the model at several radii
 
-The real code path of `colortrack track` is timed in-process (`tracking.track_to_dir`: palette
-PNGs and the overlay video); `bench_cli.py` times the command itself. The stages come from the
-library's stage clock (`colortrack.stages.timed`) in a second run: encoder (L + trunk + one
-cached head step), copy, upsample, argmax, PNG and overlay (drawing the mask and
-H.264-encoding the frame). The model's encoder runs on its own thread, one frame ahead of the
-copy, the PNG and overlay on a writer thread, and decoding (JPEG/PyAV) on another; none of
-these is part of the sum, which is the main thread's stages, and decoding is timed in a
-separate decode-only pass. "rest" is the main thread's wall
-time outside its stages (Python glue, waiting for the next embedding or frame, opening and
-closing the outputs). For `flow` its whole propagator step is in the `copy` column. Wall times are
-noisy when other jobs share the CPU, so every row is run in each of `--repeat` rounds and its
-fastest run shown, the usual estimate of what the code costs without interference; a slow spell
-then touches every row of a round alike.
+The real code path of `colortrack track` is timed in-process (`tracking.track_to_dir`: palette PNGs
+and the overlay video); `bench_cli.py` times the command itself. The stages come from the library's
+stage clock (`colortrack.stages.timed`) in a second run: encoder (L + trunk + one cached head
+step), copy, upsample, argmax, PNG and overlay (drawing the mask and H.264-encoding the frame). The
+model's encoder runs on its own thread, one frame ahead of the copy, the PNG and overlay on a
+writer thread, and decoding (JPEG/PyAV) on another; none of these is part of the sum, which is the
+main thread's stages, and decoding is timed in a separate decode-only pass. "rest" is the main
+thread's wall time outside its stages (Python glue, waiting for the next embedding or frame,
+opening and closing the outputs). For `flow` its whole propagator step is in the `copy` column.
+Wall times are noisy when other jobs share the CPU, so every row is run in each of `--repeat`
+rounds and its fastest run shown, the usual estimate of what the code costs without interference; a
+slow spell then touches every row of a round alike.
 """
 
 from __future__ import annotations

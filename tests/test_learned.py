@@ -68,8 +68,16 @@ def test_labels_are_upsampled_bilinearly_with_pixel_centres_aligned():
         np.testing.assert_allclose(grid_to_labels(grid, 8, 37, 50), expected.numpy(), atol=1e-6)
 
 
+@pytest.fixture
+def torch_threads():
+    """Set torch's thread count for one test (set_threads(n)); the earlier count comes back."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("threads", [2, 3])
-def test_features_come_from_another_thread_with_half_the_torch_threads(threads):
+def test_features_come_from_another_thread_with_half_the_torch_threads(threads, torch_threads):
     seen = []
 
     def features():
@@ -77,32 +85,24 @@ def test_features_come_from_another_thread_with_half_the_torch_threads(threads):
         yield 1
         raise ValueError("a damaged frame")
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with pytest.raises(ValueError, match="a damaged frame"):  # raised where they are read
-            with one_frame_ahead(features(), torch.device("cpu")) as ahead:
-                assert next(ahead) == 1
-                assert torch.get_num_threads() == threads // 2
-                next(ahead)
-        assert torch.get_num_threads() == threads
-    finally:
-        torch.set_num_threads(before)
+    torch_threads(threads)
+    with pytest.raises(ValueError, match="a damaged frame"):  # raised where they are read
+        with one_frame_ahead(features(), torch.device("cpu")) as ahead:
+            assert next(ahead) == 1
+            assert torch.get_num_threads() == threads // 2
+            next(ahead)
+    assert torch.get_num_threads() == threads
     [(thread, encoder_threads)] = seen
     assert thread != threading.get_ident() and encoder_threads == (threads + 1) // 2
 
 
-def test_with_one_torch_thread_features_come_from_the_caller_s_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        threads = []
-        features = (threads.append(threading.get_ident()) or i for i in range(3))
-        with one_frame_ahead(features, torch.device("cpu")) as ahead:
-            assert list(ahead) == [0, 1, 2]
-        assert threads == [threading.get_ident()] * 3 and torch.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(before)
+def test_with_one_torch_thread_features_come_from_the_caller_s_thread(torch_threads):
+    torch_threads(1)
+    threads = []
+    features = (threads.append(threading.get_ident()) or i for i in range(3))
+    with one_frame_ahead(features, torch.device("cpu")) as ahead:
+        assert list(ahead) == [0, 1, 2]
+    assert threads == [threading.get_ident()] * 3 and torch.get_num_threads() == 1
 
 
 @pytest.mark.skipif(not default_model_path().is_file(), reason="no shipped model")

@@ -81,3 +81,14 @@ def test_fused_encoder_gives_the_same_embeddings(encoder):
     fused = fused_for_inference(encoder)
     with torch.no_grad():
         assert torch.allclose(fused(clip), encoder(clip), atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("size", [(2, 2), (8, 12), (9, 12), (8, 7)])
+def test_the_fused_stem_pools_exactly_as_max_pool_then_relu(dtype, size):
+    from colortrack.model.network import PoolThenReLU
+
+    x = torch.randn(2, 5, *size).to(dtype).contiguous(memory_format=torch.channels_last)
+    pooled = PoolThenReLU()(x)
+    assert torch.equal(pooled, torch.relu(torch.nn.functional.max_pool2d(x, 3, 2, 1)))
+    assert pooled.is_contiguous(memory_format=torch.channels_last)

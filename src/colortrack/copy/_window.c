@@ -79,32 +79,38 @@ static inline int lowest_bit(uint32_t x) {
 #endif
 }
 
-/* The k-th best of the block maxima: a floor under the k-th best score. */
-static int32_t floor_of(const int32_t *blockmax, int64_t blocks, int k) {
-    int32_t best[MAXK];
-    int64_t which[MAXK];
+/* The k best block maxima, best first, with their blocks (INT64_MAX past the last block): the
+ * k-th is a floor under the k-th best score. */
+static void best_blocks(const int32_t *blockmax, int64_t blocks, int k, int32_t *best,
+                        int64_t *which) {
     for (int i = 0; i < k; i++) {
         best[i] = INT32_MIN;
         which[i] = INT64_MAX;
     }
     for (int64_t j = 0; j < blocks; j++) insert(best, which, k, blockmax[j], j);
-    return best[k - 1];
 }
 
 /* The driver, instantiated once per instruction set. MAXIMA(j) gives block j's maximum over
- * all frames; HITS(f, j) sets `hit`, a bit per cell of frame f's block j whose score reaches
- * `low`, and those scores in `lanes`. */
-#define TOPK_BODY(MAXIMA, HITS)                                                              \
-    int32_t blockmax[MAXBLOCKS], lanes[BLOCK];                                               \
+ * all frames; BEST is best_blocks or a faster equal; HITS(f, j) sets `hit`, a bit per cell of
+ * frame f's block j whose score reaches `low`, and those scores in `lanes`. */
+#define TOPK_BODY(MAXIMA, HITS, BEST)                                                            \
+    int32_t blockmax[MAXBLOCKS], lanes[BLOCK], best[MAXK];                                   \
+    int64_t which[MAXK];                                                                     \
     int64_t blocks = (cells + BLOCK - 1) / BLOCK;                                            \
     for (int i = 0; i < k; i++) {                                                            \
         top[i] = INT32_MIN;                                                                  \
         index[i] = INT64_MAX;                                                                \
     }                                                                                        \
     for (int64_t j = 0; j < blocks; j++) blockmax[j] = MAXIMA(j);                           \
-    int32_t low = floor_of(blockmax, blocks, k);                                             \
-    for (int64_t j = 0; j < blocks; j++) {                                                   \
-        if (blockmax[j] < low) continue;                                                     \
+    BEST(blockmax, blocks, k, best, which);                                                  \
+    int32_t low = best[k - 1];                                                               \
+    /* The k best blocks first, best first, so that `low` soon nears the k-th best score and \
+     * few scores are inserted; then any other block that may still hold one (a tie). */     \
+    for (int pass = 0; pass < 2; pass++)                                                     \
+    for (int64_t i = 0; i < (pass ? blocks : k); i++) {                                      \
+        int64_t j = pass ? i : which[i];                                                     \
+        if (j >= blocks || blockmax[j] < low) continue;                                      \
+        if (pass && !before(best[k - 1], which[k - 1], blockmax[j], j)) continue; /* seen */ \
         for (int64_t f = 0; f < frames; f++) {                                               \
             uint32_t hit;                                                                    \
             HITS(f, j);                                                                      \
@@ -143,7 +149,7 @@ static void topk_scalar(const int32_t *s, const int32_t *b, int64_t frames, int6
                         int k, int32_t *top, int64_t *index) {
 #define MAXIMA(j) maxima_scalar(s, b, frames, cells, j)
 #define HITS(f, j) hit = hits_scalar(s, b, cells, f, j, low, lanes)
-    TOPK_BODY(MAXIMA, HITS)
+    TOPK_BODY(MAXIMA, HITS, best_blocks)
 #undef MAXIMA
 #undef HITS
 }
@@ -179,11 +185,48 @@ AVX512 static inline uint32_t hits_avx512(const int32_t *s, const int32_t *b, in
     return hit;
 }
 
+/* best_blocks for up to 64 blocks, held in four registers: the k best taken one value at a
+ * time, the blocks that hold it in ascending order, without a data-dependent branch per block. */
+AVX512 static void best_blocks_avx512(const int32_t *blockmax, int64_t blocks, int k,
+                                      int32_t *best, int64_t *which) {
+    if (blocks > 64) {
+        best_blocks(blockmax, blocks, k, best, which);
+        return;
+    }
+    const __m512i none = _mm512_set1_epi32(INT32_MIN);
+    __m512i v[4];
+    __mmask16 left[4];
+    for (int r = 0; r < 4; r++) {
+        int64_t n = blocks - r * BLOCK;
+        left[r] = n >= BLOCK ? 0xFFFF : n > 0 ? (__mmask16)((1u << n) - 1) : 0;
+        v[r] = _mm512_mask_loadu_epi32(none, left[r], blockmax + r * BLOCK);
+    }
+    int found = 0;
+    while (found < k && (left[0] | left[1] | left[2] | left[3])) {
+        __m512i m = _mm512_max_epi32(_mm512_max_epi32(v[0], v[1]), _mm512_max_epi32(v[2], v[3]));
+        int32_t value = _mm512_reduce_max_epi32(m);
+        __m512i at = _mm512_set1_epi32(value);
+        for (int r = 0; r < 4 && found < k; r++) {
+            uint32_t tied = _mm512_mask_cmpeq_epi32_mask(left[r], v[r], at);
+            left[r] &= (__mmask16)~tied;
+            v[r] = _mm512_mask_mov_epi32(v[r], (__mmask16)tied, none);
+            for (; tied && found < k; tied &= tied - 1, found++) {
+                best[found] = value;
+                which[found] = r * BLOCK + lowest_bit(tied);
+            }
+        }
+    }
+    for (; found < k; found++) {
+        best[found] = INT32_MIN;
+        which[found] = INT64_MAX;
+    }
+}
+
 AVX512 static void topk_avx512(const int32_t *s, const int32_t *b, int64_t frames,
                                int64_t cells, int k, int32_t *top, int64_t *index) {
 #define MAXIMA(j) maxima_avx512(s, b, frames, cells, j)
 #define HITS(f, j) hit = hits_avx512(s, b, cells, f, j, low, lanes)
-    TOPK_BODY(MAXIMA, HITS)
+    TOPK_BODY(MAXIMA, HITS, best_blocks_avx512)
 #undef MAXIMA
 #undef HITS
 }
@@ -236,7 +279,7 @@ AVX2 static void topk_avx2(const int32_t *s, const int32_t *b, int64_t frames, i
                            int k, int32_t *top, int64_t *index) {
 #define MAXIMA(j) maxima_avx2(s, b, frames, cells, j)
 #define HITS(f, j) hit = hits_avx2(s, b, cells, f, j, low, lanes)
-    TOPK_BODY(MAXIMA, HITS)
+    TOPK_BODY(MAXIMA, HITS, best_blocks)
 #undef MAXIMA
 #undef HITS
 }

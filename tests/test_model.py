@@ -83,6 +83,15 @@ def test_fused_encoder_gives_the_same_embeddings(encoder):
         assert torch.allclose(fused(clip), encoder(clip), atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_relu_through_the_sign_bit_is_relu(dtype):
+    from colortrack.model.network import SignReLU
+
+    special = torch.tensor([0.0, -0.0, 1e-40, -1e-40, float("inf"), -float("inf"), 3.5, -3.5])
+    x = torch.cat([special, torch.randn(1000)]).to(dtype)
+    assert torch.equal(SignReLU()(x.clone()), torch.relu(x))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("size", [(2, 2), (8, 12), (9, 12), (8, 7)])
 def test_the_fused_stem_pools_exactly_as_max_pool_then_relu(dtype, size):

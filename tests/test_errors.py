@@ -254,6 +254,18 @@ def test_stopped_run_exits_cleanly_and_leaves_nothing(tmp_path, long_clip, stop,
     assert digest(video, mask) == before
 
 
+def test_the_command_exits_with_its_code_and_its_output_flushed(tmp_path, clip) -> None:
+    # The command skips the interpreter's teardown (cli.run): what it printed must still
+    # arrive, and its code be the exit status, through pipes.
+    video, mask = clip
+    command = [sys.executable, "-m", "colortrack", "track", str(video), "--mask", str(mask),
+               "--out", str(tmp_path / "out"), "--method", "identity"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("tracked ")
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and "already holds tracking outputs" in again.stderr
+
+
 def test_other_commands(capsys, clip, tmp_path) -> None:
     video, mask = clip
     empty = tmp_path / "empty"

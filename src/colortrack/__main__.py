@@ -1,3 +1,3 @@
-from colortrack.cli import main
+from colortrack.cli import run
 
-raise SystemExit(main())
+run()

@@ -8,15 +8,18 @@ a command cleanly: the library removes what the run had half-written.
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import gc
 import json
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from colortrack import __version__
 from colortrack.config import (
@@ -435,6 +438,21 @@ def _message(error: Exception) -> str:
     if isinstance(error, OSError) and error.filename is not None and error.strerror:
         return f"{error.filename}: {error.strerror}"
     return str(error)
+
+
+def run() -> NoReturn:
+    """`colortrack` as a command: `main`, then an exit that skips tearing the interpreter down.
+
+    Freeing PyTorch's modules one object at a time took 80 ms of every command (a 2-frame
+    track: 1.05 -> 0.97 s). What a normal exit does first is still done: the atexit handlers
+    (logging, multiprocessing, temporary files) run and the standard streams are flushed.
+    """
+    code = main()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError):  # a closed pipe, as a normal exit would ignore
+            stream.flush()
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

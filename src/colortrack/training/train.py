@@ -18,6 +18,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -363,6 +364,7 @@ class _Run:
     checkpoints: Checkpoints
     state_doc: dict
     bar: tqdm | None = None  # the loop's progress bar, closed by `_finish`
+    board: Any = None  # the loop's TensorBoard writer, closed by `_finish`
 
     def checkpoint(self, step: int) -> None:
         if self.rank == 0:
@@ -453,7 +455,7 @@ def _loop(run: _Run, stop: dict[str, int | None], progress: bool) -> None:
     encoder, centroids, optimizer, checkpoints = (run.encoder, run.centroids, run.optimizer,
                                                   run.checkpoints)
     metrics = MetricsLog(out / "metrics.csv", run.start) if rank == 0 else None
-    board = _tensorboard(out) if cfg.tensorboard and rank == 0 else None
+    board = run.board = _tensorboard(out) if cfg.tensorboard and rank == 0 else None
     run.bar = tqdm(total=cfg.steps, initial=run.start, disable=not progress or rank != 0,
                    dynamic_ncols=True, unit="step")
     step, tick, clips_seen, t0 = run.start, time.perf_counter(), 0, time.perf_counter()
@@ -516,9 +518,12 @@ def _loop(run: _Run, stop: dict[str, int | None], progress: bool) -> None:
 
 
 def _finish(run: _Run, previous: dict) -> None:
-    """Close the progress bar, stop the data workers, restore signal handlers, leave DDP."""
+    """Close the progress bar and TensorBoard's events, stop the data workers, restore signal
+    handlers, leave DDP."""
     if run.bar is not None:
         run.bar.close()
+    if run.board is not None:
+        run.board.close()
     # The workers ignore SIGTERM (_leave_signals_to_main), which is how multiprocessing's
     # exit handler stops daemonic children: left to it, an exit could wait on them forever.
     if getattr(run.loader, "_iterator", None) is not None:

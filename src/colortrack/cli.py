@@ -441,10 +441,9 @@ def _message(error: Exception) -> str:
 
 
 def run() -> NoReturn:
-    """`colortrack` as a command: `main`, then an exit that skips tearing the interpreter down.
-
-    Freeing PyTorch's modules one object at a time took 80 ms of every command (a 2-frame
-    track: 1.05 -> 0.97 s). What a normal exit does first is still done: the atexit handlers
+    """`colortrack` as a command: `main`, then an exit that skips tearing the interpreter down,
+    as freeing PyTorch's modules one object at a time is a noticeable part of a short command
+    (docs/performance.md). What a normal exit does first is still done: the atexit handlers
     (logging, multiprocessing, temporary files) run and the standard streams are flushed.
     """
     code = main()

@@ -183,8 +183,8 @@ def _as_signed(x: torch.Tensor) -> torch.Tensor:
 
 class SignReLU(nn.Module):
     """ReLU in place through the sign bit: a float is negative exactly when its bits, read as a
-    signed integer, are, so clamping those at 0 is max(x, 0) (NaNs aside). Integer lanes run
-    6x faster on CPUs than PyTorch's bf16 ReLU, which converts to float32 and back. Integer
+    signed integer, are, so clamping those at 0 is max(x, 0) (NaNs aside), without the round
+    trip through float32 that PyTorch's bf16 ReLU makes on CPUs (docs/performance.md). Integer
     views carry no gradient: for inference only."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -194,8 +194,8 @@ class SignReLU(nn.Module):
 
 class PoolThenReLU(nn.Module):
     """The stem's ReLU and 3x3 max-pool (stride 2, padding 1) as four strided maxima, then the
-    ReLU on a quarter of the values: the same values, in a sixth of the time on CPUs, whose
-    bf16 max-pool also computes the indices of the maxima.
+    ReLU on a quarter of the values: the same values, without the indices of the maxima that
+    PyTorch's bf16 max-pool computes on CPUs (docs/performance.md).
 
     On even sizes output j's window is cells 2j - 1, 2j, 2j + 1, i.e. the pair (2j, 2j + 1) and
     the cell before it; the first window's padding never holds the maximum, so it is left out.

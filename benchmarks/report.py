@@ -88,13 +88,15 @@ def bench(kind: str, method: str, data: Path, out: Path, reuse: bool) -> dict:
     return json.loads(path.read_text())
 
 
-def script_output(name: str, args: list[str], out: Path, reuse: bool, tag: str = "") -> str:
-    """stdout of another benchmark script (kept in --out as NAME[-TAG].txt, reused with
-    --reuse)."""
+def script_output(name: str, args: list[str], data: Path, out: Path, reuse: bool,
+                  tag: str = "") -> str:
+    """stdout of another benchmark script, reading DATA as its $COLORTRACK_DATA (kept in --out
+    as NAME[-TAG].txt, reused with --reuse)."""
     path = out / f"{name}{'-' + tag if tag else ''}.txt"
     if not (reuse and path.is_file()):
         result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *args],
-                                check=True, capture_output=True, text=True)
+                                check=True, capture_output=True, text=True,
+                                env={**os.environ, "COLORTRACK_DATA": str(data)})
         path.write_text(result.stdout)
     return public(path.read_text().strip())
 
@@ -577,6 +579,14 @@ J&F was unchanged (today's default: {jf(model):.2f}). `pip install` builds it wh
 is found (without OpenMP where the compiler lacks it); without a compiler the install still
 succeeds and the same copy runs in PyTorch, a little slower.
 
+The kernel's top-k first ranks the blocks of 16 cells by their maxima over all frames, whose
+k-th is a floor under the k-th best score, then reads the k best blocks again. With AVX-512 the
+blocks (up to 64) are ranked in four registers, a value at a time, rather than by insertion with
+a branch per block, and the best blocks are read first, so the running k-th best rises sooner and
+fewer scores are inserted. The picks are the same (ties still go to the lower index); when
+introduced, the kernel took 6.08 against 7.44 ms a 480p frame on DAVIS parkour and 10.05 against
+12.7 on camel (the copy step alone, one thread).
+
 ## Threads and start-up
 
 Tracking keeps both cores busy with four threads: decoding (PyAV) feeds the encoder's thread, which
@@ -593,7 +603,23 @@ file 30% larger), 4.70 to 4.25 s (flow 3.03 to 2.89 s); zero latency (no B-frame
 took x264 from 5.7 to 4.4 ms of CPU a frame, a file 5% smaller (one process, best of 3). Tracking
 methods are loaded with Python's garbage collector paused and their objects frozen after, as
 PyTorch's import makes some 250,000 objects that it otherwise scanned again and again: a 2-frame
-run fell from 1.5–1.8 s to 1.1 s, about 0.7 s of which is importing PyTorch.
+run fell from 1.5–1.8 s to 1.1 s, about 0.7 s of which is importing PyTorch. The command then
+exits without tearing the interpreter down (`cli.run`: atexit handlers and flushed streams, then
+`os._exit`), as freeing PyTorch's modules one object at a time took about 80 ms: a 2-frame run,
+1.05 against 0.97 s.
+
+## The encoder
+
+The encoder runs with every BatchNorm folded into its convolution, channels-last, in bf16 where
+that is native; its convolutions then run near the cores' bf16 peak, and what is left to gain is
+around them. PyTorch's bf16 max-pool also computes the indices of its maxima, and its bf16 ReLU
+converts to float32 and back. The stem's 3×3 max-pool (stride 2) is four strided maxima instead
+(output j's window is the pair 2j, 2j + 1 and the cell before it), and every ReLU clamps the
+values' bits read as signed integers at 0 (a float is negative exactly when those are; integer
+order also matches float order among positives, so the pool's maxima run on them too, the ReLU
+after them keeping only positives). The embeddings are bit for bit the same. When introduced, on
+a 480p frame with one thread: the pool took the encoder from 28.2 to 24.7 ms, the integer ReLU
+from 23.1 to 21.6 ms.
 
 ## Around the copy
 
@@ -608,6 +634,21 @@ clip: memory is bounded by the context, not by the video's length (measured in
 same protocol on the same frames: in float32 their masks are identical; with the int8 or bf16
 choice, near-ties at the k-th place can swap and a few pixels differ
 ([results.md](results.md#the-fast-path-against-its-definition)).
+
+## Tried and not kept
+
+Measured on DAVIS parkour through `colortrack track` (interleaved runs) unless said otherwise:
+
+- int8 keys kept in strips, so that each tile's windows are multiplied where they lie instead of
+  copied out first: the products took 6.3 ms a frame either way (the copy step alone, one
+  thread).
+- The trunk and the temporal head on two threads: 4.45 against 4.07 s (medians of 4); the
+  encoder's input (L, padding) prepared on a thread of its own: 4.16 against 4.10 s.
+- The writer and decoding threads at a lower priority (nice 5 or 10): no change.
+- Tracing the encoder with TorchScript: `torch.jit.trace` is deprecated and took 0.53 s per
+  video.
+- glibc's mmap threshold raised to 32 MB (fewer page faults): 3.93 against 3.97 s, within the
+  noise.
 """
 
 
@@ -683,7 +724,7 @@ def main() -> None:
     badja = {m: bench("badja", m, args.data, args.out, args.reuse) for m in BADJA_METHODS}
 
     def script(name: str, arguments: list[str], tag: str = "") -> tuple[str, str]:
-        output = script_output(name, arguments, args.out, args.reuse, tag)
+        output = script_output(name, arguments, args.data, args.out, args.reuse, tag)
         return output, code_block(f"python benchmarks/{name}.py {' '.join(arguments)}", output)
 
     speed_text, speed = script("bench_tracking", ["--frames", "40", "--radii", "12,8,6,4"])

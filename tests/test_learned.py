@@ -105,6 +105,29 @@ def test_with_one_torch_thread_features_come_from_the_caller_s_thread(torch_thre
     assert threads == [threading.get_ident()] * 3 and torch.get_num_threads() == 1
 
 
+def test_features_not_ahead_come_from_the_caller_s_thread_with_all_its_threads(torch_threads):
+    torch_threads(2)
+    seen = []
+    features = (seen.append((threading.get_ident(), torch.get_num_threads())) or i
+                for i in range(3))
+    with one_frame_ahead(features, torch.device("cpu"), ahead=False) as ahead:
+        assert list(ahead) == [0, 1, 2]
+    assert seen == [(threading.get_ident(), 2)] * 3
+
+
+def test_the_encoder_runs_ahead_only_where_it_and_the_copy_take_about_as_long():
+    def ahead(precision="auto", **settings):
+        cfg = PropagationConfig(precision=precision, **settings)
+        return LearnedPropagator.random(cfg).embeds_ahead
+
+    bf16 = LearnedPropagator.random().frames.dtype == torch.bfloat16  # where it is native
+    assert ahead() == bf16 and ahead("bf16")
+    assert not ahead("fp32")  # a float32 encoder takes far longer than the copy
+    assert not ahead("bf16", global_first=True)  # a dense first frame: the copy far longer
+    assert not ahead("bf16", radius=0)
+    assert not LearnedPropagator.pixels().embeds_ahead  # raw pixels: no encoder to speak of
+
+
 @pytest.mark.skipif(not default_model_path().is_file(), reason="no shipped model")
 def test_the_stage_clock_times_the_encoder_on_its_own_thread(moving_video):
     path, frames = moving_video

@@ -94,8 +94,10 @@ def choice_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 
 @contextlib.contextmanager
-def one_frame_ahead(features: Iterable[T], device: torch.device) -> Iterator[Iterator[T]]:
-    """`features` computed in a background thread, ahead of the frame the caller copies.
+def one_frame_ahead(features: Iterable[T], device: torch.device, ahead: bool = True
+                    ) -> Iterator[Iterator[T]]:
+    """`features` computed in a background thread, ahead of the frame the caller copies; with
+    `ahead` False, in the caller's thread with all its torch threads.
 
     The encoder of frame t + 1 then runs while the caller copies labels into frame t and writes
     them. On a CPU the torch threads are split between the two (the encoder's thread gets half),
@@ -105,7 +107,7 @@ def one_frame_ahead(features: Iterable[T], device: torch.device) -> Iterator[Ite
     """
     total = torch.get_num_threads()
     split = device.type == "cpu"
-    if split and total < 2:
+    if not ahead or (split and total < 2):
         yield iter(features)
         return
 

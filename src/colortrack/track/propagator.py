@@ -120,13 +120,23 @@ class LearnedPropagator:
         spread = float(F.normalize(first[:self.embed_dim], dim=0).mean((1, 2)).norm())
         return self.frames.dtype if spread > PARALLEL else self.scoring
 
+    @property
+    def embeds_ahead(self) -> bool:
+        """Whether the next frame is embedded while this one's labels are copied, on threads of
+        its own (`one_frame_ahead`): where the two stages take about as long, a bf16 encoder and
+        a windowed copy. A float32 encoder, raw pixels or a dense first frame leave one stage
+        far the longer, and it is faster on all the threads (docs/performance.md)."""
+        return (isinstance(self.frames, FrameEncoder | ModelAndPixels)
+                and self.frames.dtype != torch.float32 and self.cfg.radius > 0
+                and not self.cfg.global_first)
+
     @torch.inference_mode()
     def propagate(self, frames: Iterable[np.ndarray], first_labels: np.ndarray,
                   given: Mapping[int, np.ndarray] | None = None) -> Iterator[np.ndarray]:
         """Soft labels of frames 1, 2, ...; `given` labels of later frames replace their
-        prediction and join the first frame as long-term references (Context.anchor). The
-        next frame is embedded while this one's labels are copied (`one_frame_ahead`)."""
-        with one_frame_ahead(self.frames.stream(frames), self.frames.device) as embeddings:
+        prediction and join the first frame as long-term references (Context.anchor)."""
+        with one_frame_ahead(self.frames.stream(frames), self.frames.device,
+                             self.embeds_ahead) as embeddings:
             yield from self._copy(embeddings, first_labels, given or {})
 
     def _copy(self, embeddings: Iterator[torch.Tensor], first_labels: np.ndarray,

@@ -595,7 +595,12 @@ embeds frame t + 1 while the main thread copies labels into frame t
 (`data/outputs.write_behind`; x264's `superfast` preset tuned for zero latency, as the overlay is a
 preview). On a CPU the torch threads are split between the encoder and the copy, one each on 2
 cores: with both stages on the same two OpenMP threads, each waited at barriers for a thread that
-something else held (the OpenMP worker's spinning was 15% of all `perf` samples). When introduced,
+something else held (the OpenMP worker's spinning was 15% of all `perf` samples). The split pays
+only where the two stages take about as long, the default bf16 encoder with a windowed copy
+(`LearnedPropagator.embeds_ahead`); with a float32 encoder, raw pixels or a dense first frame
+one stage is far the longer, and everything runs on the main thread's torch threads (`colortrack
+bench davis` on dog and camel, mean of two runs, split against not: `global_first=true` 0.158
+against 0.119 s/frame, `precision=fp32` 0.113 against 0.098, `pixels` 0.046 against 0.041). When introduced,
 on DAVIS parkour (100 frames, `colortrack track`, 2 cores): the encoder's own thread took the run
 from 6.2–6.4 s to 5.5–5.6 s; the writer thread, 4.89 to 4.70 s (flow 3.68 to 3.03 s, its main
 thread having been serial); the superfast overlay (5.6 against veryfast's 9.4 ms of CPU a frame, a

@@ -158,10 +158,11 @@ static void topk_scalar(const int32_t *s, const int32_t *b, int64_t frames, int6
 #define AVX512 __attribute__((target("avx512f")))
 #define AVX2 __attribute__((target("avx2")))
 
-/* The lanes of block j that lie in the row (the last block may be short). */
+/* The lanes of block j that lie among the first `cells` (the last block may be short, later
+ * ones empty). */
 static inline __mmask16 inside(int64_t cells, int64_t j) {
     int64_t n = cells - j * BLOCK;
-    return n >= BLOCK ? 0xFFFF : (__mmask16)((1u << n) - 1);
+    return n >= BLOCK ? 0xFFFF : n > 0 ? (__mmask16)((1u << n) - 1) : 0;
 }
 
 AVX512 static inline int32_t maxima_avx512(const int32_t *s, const int32_t *b, int64_t frames,
@@ -197,8 +198,7 @@ AVX512 static void best_blocks_avx512(const int32_t *blockmax, int64_t blocks, i
     __m512i v[4];
     __mmask16 left[4];
     for (int r = 0; r < 4; r++) {
-        int64_t n = blocks - r * BLOCK;
-        left[r] = n >= BLOCK ? 0xFFFF : n > 0 ? (__mmask16)((1u << n) - 1) : 0;
+        left[r] = inside(blocks, r);
         v[r] = _mm512_mask_loadu_epi32(none, left[r], blockmax + r * BLOCK);
     }
     int found = 0;

@@ -597,19 +597,19 @@ preview). On a CPU the torch threads are split between the encoder and the copy,
 cores: with both stages on the same two OpenMP threads, each waited at barriers for a thread that
 something else held (the OpenMP worker's spinning was 15% of all `perf` samples). The split pays
 only where the two stages take about as long, the default bf16 encoder with a windowed copy
-(`LearnedPropagator.embeds_ahead`); with a float32 encoder, raw pixels or a dense first frame
-one stage is far the longer, and everything runs on the main thread's torch threads (`colortrack
-bench davis` on dog and camel, mean of two runs, split against not: `global_first=true` 0.158
-against 0.119 s/frame, `precision=fp32` 0.113 against 0.098, `pixels` 0.046 against 0.041). When introduced,
-on DAVIS parkour (100 frames, `colortrack track`, 2 cores): the encoder's own thread took the run
-from 6.2–6.4 s to 5.5–5.6 s; the writer thread, 4.89 to 4.70 s (flow 3.68 to 3.03 s, its main
-thread having been serial); the superfast overlay (5.6 against veryfast's 9.4 ms of CPU a frame, a
-file 30% larger), 4.70 to 4.25 s (flow 3.03 to 2.89 s); zero latency (no B-frames or lookahead)
-took x264 from 5.7 to 4.4 ms of CPU a frame, a file 5% smaller (one process, best of 3). Tracking
-methods are loaded with Python's garbage collector paused and their objects frozen after, as
-PyTorch's import makes some 250,000 objects that it otherwise scanned again and again: a 2-frame
-run fell from 1.5–1.8 s to 1.1 s, about 0.7 s of which is importing PyTorch. The command then
-exits without tearing the interpreter down (`cli.run`: atexit handlers and flushed streams, then
+(`LearnedPropagator.embeds_ahead`); with a float32 encoder, raw pixels or a dense first frame one
+stage is far the longer, and everything runs on the main thread's torch threads (`colortrack bench
+davis` on dog and camel, mean of two runs, split against not: `global_first=true` 0.158 against
+0.119 s/frame, `precision=fp32` 0.113 against 0.098, `pixels` 0.046 against 0.041). When
+introduced, on DAVIS parkour (100 frames, `colortrack track`, 2 cores): the encoder's own thread
+took the run from 6.2–6.4 s to 5.5–5.6 s; the writer thread, 4.89 to 4.70 s (flow 3.68 to 3.03 s,
+its main thread having been serial); the superfast overlay (5.6 against veryfast's 9.4 ms of CPU a
+frame, a file 30% larger), 4.70 to 4.25 s (flow 3.03 to 2.89 s); zero latency (no B-frames or
+lookahead) took x264 from 5.7 to 4.4 ms of CPU a frame, a file 5% smaller (one process, best of 3).
+Tracking methods are loaded with Python's garbage collector paused and their objects frozen after,
+as PyTorch's import makes some 250,000 objects that it otherwise scanned again and again: a 2-frame
+run fell from 1.5–1.8 s to 1.1 s, about 0.7 s of which is importing PyTorch. The command then exits
+without tearing the interpreter down (`cli.run`: atexit handlers and flushed streams, then
 `os._exit`), as freeing PyTorch's modules one object at a time took about 80 ms: a 2-frame run,
 1.05 against 0.97 s.
 

@@ -118,10 +118,10 @@ def one_frame_ahead(features: Iterable[T], device: torch.device, ahead: bool = T
 
     if split:
         torch.set_num_threads(total // 2)
-    ahead = prefetch(on_own_threads(), depth=2)
+    computed = prefetch(on_own_threads(), depth=2)
     try:
-        yield ahead
+        yield computed
     finally:
-        ahead.close()
+        computed.close()
         if split:
             torch.set_num_threads(total)

@@ -462,6 +462,20 @@ def mask_files(draw: st.DrawFn) -> tuple[bytes, tuple[int, int] | None]:
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns about damaged TIFF tags
+def test_a_mask_whose_header_claims_more_than_memory_holds_is_refused(tmp_path) -> None:
+    # Found by the property test below: a 1x1 TIFF whose damaged size tags make Pillow fail to
+    # allocate its image (MemoryError).
+    path = tmp_path / "damaged.tif"
+    path.write_bytes(bytes.fromhex(
+        "49492a00080000000b00000104000200000001000000010104000100000001000000020103000400"
+        "00009200000003010300010000000100000006010300010000000200000011010400010000009a00"
+        "00001501030001000000040000001601040001000000010000001701040001000000040000001c01"
+        "0300010000000100000052010300010000000200000000000000080008000800080000000000"))
+    with pytest.raises(ColortrackError, match="cannot read mask image"):
+        read_mask(path)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns about damaged TIFF tags
 @FAST
 @given(file=mask_files())
 def test_read_mask_on_random_images(tmp_path_factory, file) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from colortrack.data.files import IMAGE_ERRORS, atomic_path, upright
+from colortrack.data.files import IMAGE_ERRORS, atomic_path, reason, upright
 from colortrack.errors import ColortrackError
 
 
@@ -50,7 +50,7 @@ def read_mask(path: str | Path) -> np.ndarray:
             mode = image.mode
             array = np.array(image)
     except IMAGE_ERRORS as error:
-        raise ColortrackError(f"{path}: cannot read mask image ({error})") from None
+        raise ColortrackError(f"{path}: cannot read mask image ({reason(error)})") from None
     if kind in LOSSY_FORMATS:
         raise ColortrackError(f"{path}: a {kind} mask holds compression noise "
                               "that reads as extra objects; save masks as PNG (a palette PNG, "

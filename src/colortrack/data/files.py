@@ -17,7 +17,9 @@ from PIL import Image, ImageOps
 from colortrack.errors import ColortrackError
 
 # What Pillow raises on damaged or hostile image files (broken PNG chunks raise SyntaxError).
-IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+# MemoryError: a damaged header can claim a size that Pillow then fails to allocate.
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, MemoryError,
+                Image.DecompressionBombError)
 
 
 _ORIENTATION = 0x0112  # the EXIF tag of how a camera held the picture
@@ -31,8 +33,9 @@ def upright(image: Image.Image) -> Image.Image:
 
 
 def reason(error: BaseException) -> str:
-    """An OS error's reason without the errno and file name (the caller names the file)."""
-    return getattr(error, "strerror", None) or str(error)
+    """An OS error's reason without the errno and file name (the caller names the file); an
+    error without a message (MemoryError) by its kind."""
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from colortrack.color import lab_to_rgb, lightness, quantize
 from colortrack.copy.context import Context
 from colortrack.copy.propagate import propagate
-from colortrack.data.files import IMAGE_ERRORS, check_new_file, upright
+from colortrack.data.files import IMAGE_ERRORS, check_new_file, reason, upright
 from colortrack.data.outputs import locked
 from colortrack.data.video import VideoReader
 from colortrack.data.video_writer import VideoWriter
@@ -35,7 +35,7 @@ def _read_reference(path: str | Path, width: int, height: int) -> np.ndarray:
         with Image.open(path) as image:
             rgb = np.array(upright(image).convert("RGB"))
     except IMAGE_ERRORS as error:
-        raise ColortrackError(f"{path}: cannot read reference image ({error})") from None
+        raise ColortrackError(f"{path}: cannot read reference image ({reason(error)})") from None
     if rgb.shape[:2] != (height, width):
         rgb = np.asarray(Image.fromarray(rgb).resize((width, height), Image.BICUBIC))
     return rgb

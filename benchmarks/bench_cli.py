@@ -46,6 +46,7 @@ from colortrack.data.annotations import write_mask
 from colortrack.data.davis import DavisDataset
 from colortrack.data.video_writer import VideoWriter
 from colortrack.eval.metrics import VOID_ID
+from colortrack.model.device import this_cpu
 from colortrack.stages import timed
 
 # The benchmark folder (docs/data.md): $COLORTRACK_DATA, else ./data.
@@ -137,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                     seconds.setdefault((label, method), []).append(
                         track_seconds(video, mask, method, work / "out" / video.stem))
         print(f"`colortrack track` as a command, 480p MP4 in, masks + overlay out; "
-              f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads; median "
+              f"{os.cpu_count()} cores of {this_cpu()}, {torch.get_num_threads()} torch "
+              f"threads; median "
               f"of {repeat} rounds (range)")
         head = f"{'sequence':<28}{'frames':>7}"
         head += "".join(f"{m + ' s':>18}{m + ' fr/s':>11}" for m in methods)

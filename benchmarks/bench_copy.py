@@ -31,6 +31,7 @@ from colortrack.copy.propagate import propagate
 from colortrack.copy.windows import TILE, Tile
 from colortrack.data.davis import DavisDataset
 from colortrack.eval.metrics import VOID_ID
+from colortrack.model.device import this_cpu
 from colortrack.model.network import Encoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.device.startswith("cuda"):  # CUDA context and allocator: not timed
         measure(frames[:3], first, base, TILE, 1 << 20, 1, args.device)
     print(f"DAVIS {args.sequence}, {w}x{h}, {len(frames)} frames, device {args.device}, "
-          f"{torch.get_num_threads()} torch threads, median of {args.repeat} calls per frame; "
+          f"{this_cpu()}, {torch.get_num_threads()} torch threads, median of {args.repeat} "
+          f"calls per frame; "
           f"{base}")
     print(f"{'radius':>6}{'tile':>6}{'budget':>10}{'copy ms/frame':>15}{'tiles skipped':>15}")
     grid = itertools.product(args.radius.split(","), args.tile.split(","),

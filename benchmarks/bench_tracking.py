@@ -40,6 +40,7 @@ from colortrack.data.annotations import read_mask
 from colortrack.data.davis import DavisDataset
 from colortrack.data.video import VideoReader
 from colortrack.eval.metrics import VOID_ID
+from colortrack.model.device import this_cpu
 from colortrack.stages import timed
 from colortrack.track.tracking import Tracker, track_to_dir
 
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     propagation = override(PropagationConfig(), args.set)
     h, w = mask.shape
     print(f"{name}, {w}x{h}, {limit or 'all'} frames, device {args.device}, "
-          f"{torch.get_num_threads()} torch threads; {propagation}")
+          f"{this_cpu()}, {torch.get_num_threads()} torch threads; {propagation}")
     print(f"ms per frame (frame 0 included; end-to-end = wall time / frames; fastest of "
           f"{args.repeat} runs):")
     decode = decode_seconds(source, limit)

@@ -33,6 +33,7 @@ from colortrack.config import PropagationConfig, override
 from colortrack.copy import reference
 from colortrack.data.davis import DavisDataset
 from colortrack.eval.metrics import VOID_ID
+from colortrack.model.device import this_cpu
 from colortrack.model.network import Encoder
 from colortrack.stages import timed
 
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     if propagator.metric != "dot":
         raise SystemExit("the reference covers the dot-product metric of the learned model")
     print(f"DAVIS {args.sequence}, {width}x{height}, {len(frames)} frames "
-          f"({len(frames) - 1} propagated), {torch.get_num_threads()} torch threads; {cfg}")
+          f"({len(frames) - 1} propagated), {this_cpu()}, {torch.get_num_threads()} torch "
+          f"threads; {cfg}")
 
     start = clock()
     fast = list(propagator.propagate(iter(frames), first))

@@ -35,10 +35,11 @@ def naive_propagate(query, memory, temperature, topk, radius, global_first, n_gl
     return out.view(-1, h, w)
 
 
-def context_of(memory, recent, radius, global_first, tile=4, scoring=torch.float32):
+def context_of(memory, recent, radius, global_first, tile=4, scoring=torch.float32,
+               int8_in_float=False):
     """A Context holding memory[0] as the first frame and the rest as appended predictions."""
     context = Context(*memory[0], recent=recent, radius=radius, global_first=global_first,
-                      tile=tile, scoring=scoring)
+                      tile=tile, scoring=scoring, int8_in_float=int8_in_float)
     for keys, labels in memory[1:]:
         context.append(keys, labels)
     return context
@@ -160,6 +161,26 @@ def test_lower_precision_choice_holds_when_embeddings_are_nearly_parallel(scorin
     fast = propagate(unit[3], low, temperature=0.05, topk=5)
     same = ((fast - exact).abs() < 1e-6).float().mean()
     assert same > (0.7 if scoring == torch.bfloat16 else 0.3)
+
+
+@pytest.mark.parametrize("global_first,tile", [(False, (4, 10)), (False, 3), (True, 4)])
+@pytest.mark.parametrize("kernel", ["native", "pytorch"])
+def test_int8_products_in_float32_are_the_int8_products(monkeypatch, global_first, tile, kernel):
+    # CPUs without VNNI multiply the int8 keys and queries as float32 integers: every partial
+    # sum is an integer below 2^24, so the scores, picks and copies are bit for bit _int_mm's.
+    if kernel == "pytorch":
+        monkeypatch.setattr(native, "kernel", None)
+    torch.manual_seed(8)
+    h, w = 17, 26
+    unit = [torch.nn.functional.normalize(torch.randn(64, h, w), dim=0) for _ in range(5)]
+    memory = [(keys, torch.rand(2, h, w)) for keys in unit[:4]]
+    on_int_mm = context_of(memory, 3, 6, global_first, tile, scoring=torch.int8)
+    in_float = context_of(memory, 3, 6, global_first, tile, scoring=torch.int8,
+                          int8_in_float=True)
+    assert in_float.scored.dtype == torch.float32 and on_int_mm.scored.dtype == torch.int8
+    assert torch.equal(in_float.scored, on_int_mm.scored.float())
+    assert torch.equal(propagate(unit[4], in_float, temperature=0.05, topk=10),
+                       propagate(unit[4], on_int_mm, temperature=0.05, topk=10))
 
 
 @pytest.mark.parametrize("scoring", [torch.bfloat16, torch.int8])

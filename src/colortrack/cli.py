@@ -177,8 +177,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from colortrack.model.checkpoint import describe
+    from colortrack.model.device import arithmetic_report, torch_device
 
+    arithmetic = arithmetic_report(args.precision, torch_device(args.device))
     print(describe(preset=args.preset, model_path=args.model))
+    print(arithmetic)
     return 0
 
 
@@ -375,7 +378,11 @@ def _add_model_commands(sub: Any) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="model or training setting (repeatable; keys listed below)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p = _add(sub, "info", cmd_info, "describe a preset or a trained model")
+    p = _add(sub, "info", cmd_info, "describe a preset or a trained model, and the arithmetic "
+             "this machine tracks in")
+    p.add_argument("--precision", default="auto",
+                   help="tracking's precision to explain: auto, fp32, bf16 or int8")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--preset", help=f"preset: {', '.join(PRESETS)}")
     which.add_argument("--model", help="checkpoint path")

@@ -25,14 +25,14 @@ CONSTANT = 1e-3
 
 
 def _check_context_memory(h: int, w: int, d: int, c: int, recent: int, radius: float,
-                          tile: Tile, windowed: int, scoring: torch.dtype) -> None:
+                          tile: Tile, windowed: int, scoring: torch.dtype, stored: int) -> None:
     """Refuse a context whose buffers alone would not fit in memory, before allocating them."""
     if radius <= 0:  # every frame kept whole; scores for up to 4096 queries at a time
         needed = 4 * (recent * h * w * (d + c) + 2 * min(h * w, 4096) * (recent + 1) * h * w)
     else:
         rows, cols = window_shape(tile, radius)
         cells = (-(-h // tile[0]) * tile[0] + rows) * (-(-w // tile[1]) * tile[1] + cols)
-        per_cell = d * scoring.itemsize + (4 * d if scoring != torch.float32 else 0) + 4 * c
+        per_cell = d * stored + (4 * d if scoring != torch.float32 else 0) + 4 * c
         needed = windowed * cells * per_cell
     check_memory(needed, f"tracking with {recent} context frames and radius {radius:g} on a "
                  f"{w}x{h} feature grid", "lower --set context or radius, or use a smaller video")
@@ -46,10 +46,12 @@ class Context:
     laid out once rather than once for each of the `recent` targets it serves. Keys are stored
     in the `scoring` dtype of the window products (float32, bfloat16, or int8: products in
     int32) and, when that is not float32, in float32 too, to score the references that the
-    products picked. With every frame windowed, each frame also keeps the range of its labels
-    over each tile's window: a tile whose references all carry the same label, to CONSTANT
-    (background far from every object), gets it without scoring. radius <= 0 searches every frame
-    everywhere, without windows.
+    products picked. int8 products run on `torch._int_mm` (fast where the CPU has VNNI or AMX)
+    or, with `int8_in_float`, as float32 GEMMs of the same integers: the same int32 sums, for
+    CPUs where `_int_mm` is a plain loop (docs/performance.md). With every frame windowed, each
+    frame also keeps the range of its labels over each tile's window: a tile whose references
+    all carry the same label, to CONSTANT (background far from every object), gets it without
+    scoring. radius <= 0 searches every frame everywhere, without windows.
 
     `anchors` frames more can join the first as long-term references (`anchor`: frames whose
     labels a user gave); each is one more reference frame in the same top-k and softmax, so an
@@ -60,8 +62,13 @@ class Context:
     @torch.inference_mode()
     def __init__(self, keys: torch.Tensor, labels: torch.Tensor, *, recent: int, radius: float,
                  global_first: bool = True, tile: int | Tile = TILE,
-                 scoring: torch.dtype = torch.float32, anchors: int = 0) -> None:
+                 scoring: torch.dtype = torch.float32, anchors: int = 0,
+                 int8_in_float: bool = False) -> None:
         d, self.h, self.w = keys.shape
+        # int8 keys held as float32 integers when float32 products compute their sums, which
+        # are exact below 2^24: up to 1,040 channels (beyond, torch._int_mm computes them).
+        in_float = scoring == torch.int8 and int8_in_float and d * 127**2 < 2**24
+        stored = torch.float32 if in_float else scoring
         self.radius, self.tile, self.recent = radius, as_tile(tile), recent
         self.anchors, self.capacity = 0, anchors
         self.global_first = global_first or radius <= 0
@@ -69,7 +76,8 @@ class Context:
         self.dense: collections.deque = collections.deque(maxlen=recent)
         (th, tw), c = self.tile, labels.shape[0]
         slots = recent + (0 if self.global_first else 1 + anchors)
-        _check_context_memory(self.h, self.w, d, c, recent, radius, self.tile, slots, scoring)
+        _check_context_memory(self.h, self.w, d, c, recent, radius, self.tile, slots, scoring,
+                              stored.itemsize)
         if radius <= 0:
             return
         self.rows, self.cols = window_shape(self.tile, radius)
@@ -77,7 +85,8 @@ class Context:
         # window (the columns' rounding included).
         self.gy, self.gx = -(-self.h // th), -(-self.w // tw)
         hp, wp = (self.gy - 1) * th + self.rows, (self.gx - 1) * tw + self.cols
-        self.scored = keys.new_zeros(slots, hp, wp, d, dtype=scoring)
+        self.scored = keys.new_zeros(slots, hp, wp, d, dtype=stored)
+        self.quantized = scoring == torch.int8
         self.exact = None if scoring == torch.float32 else keys.new_zeros(slots, hp, wp, d)
         # Lower-precision keys are stored minus the first frame's mean key: q.(k - m) ranks keys
         # as q.k does (q.m is the same for every key of a query), and when embeddings are nearly
@@ -90,10 +99,10 @@ class Context:
         # outliers saturate. Queries are divided by the same scales, so q.k keeps its ranking,
         # then scaled per location, which leaves each location's ranking unchanged.
         self.scale = None
-        if scoring == torch.int8:
+        if self.quantized:
             spread = (keys - self.center.view(-1, 1, 1)).abs().amax((1, 2))
             self.scale = torch.where(spread > 0, 127 / spread, torch.ones_like(spread))
-        self._buffer = keys.new_empty(0, dtype=torch.int32 if scoring == torch.int8
+        self._buffer = keys.new_empty(0, dtype=torch.int32 if self.quantized
                                       else torch.float32)  # scores, reused (see `scores`)
         self.values = labels.new_zeros(slots, hp, wp, c)
         self.high = labels.new_empty(slots, c, self.gy, self.gx)
@@ -149,7 +158,7 @@ class Context:
     def _store(self, slot: int, keys: torch.Tensor, labels: torch.Tensor) -> None:
         r, (th, tw), h, w = reach(self.radius), self.tile, self.h, self.w
         centred = (keys - self.center.view(-1, 1, 1)).permute(1, 2, 0)
-        if self.scored.dtype == torch.int8:
+        if self.quantized:
             centred = centred.mul(self.scale).round_().clamp_(-127, 127)
         self.scored[slot, r:r + h, r:r + w] = centred
         if self.exact is not None:
@@ -174,11 +183,11 @@ class Context:
         """Queries (G, Q, D) as the window products take them, once per frame: in the keys'
         dtype; for int8, divided by the keys' channel scales (so q.k keeps its ranking), then
         scaled per location to +-127 (which leaves each location's ranking unchanged)."""
-        if self.scored.dtype != torch.int8:
+        if not self.quantized:
             return queries.to(self.scored.dtype)
         queries = queries / self.scale
         peak = queries.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(queries.dtype).tiny)
-        return queries.mul_(127 / peak).round_().to(torch.int8)
+        return queries.mul_(127 / peak).round_().to(self.scored.dtype)
 
     def scores(self, queries: torch.Tensor, tiles: torch.Tensor) -> torch.Tensor:
         """(G, Q, frames * rows * cols) products of each tile's queries (G, Q, D), as `prepare`
@@ -194,7 +203,7 @@ class Context:
         if self._buffer.numel() < size:
             self._buffer = self._buffer.new_empty(size)
         out = self._buffer[:size].view(shape)
-        if keys.dtype != torch.int8:
+        if keys.dtype != torch.int8:  # bf16, or int8 values whose float32 sums are exact
             return out.copy_(torch.bmm(queries, keys.transpose(1, 2)))
         # int8 x int8 -> int32 (VNNI on x86): about 2x bf16's products, and the masking,
         # block maxima and top-k that follow run on integers without a conversion pass.

@@ -2,22 +2,28 @@
 split of CPU threads between the encoder and the copy.
 
 Tracking's precision setting chooses two dtypes: the encoder's (`encoder_dtype`: bf16 where the
-hardware has it) and that of the window products, which only choose each location's top-k
-(`choice_dtype`: int8 on CPUs, bf16 on GPUs); the chosen are always scored in float32.
-docs/performance.md measures what each costs in J&F and time.
+hardware computes it natively) and that of the window products, which only choose each
+location's top-k (`choice_dtype`: int8 on CPUs, bf16 on GPUs); the chosen are always scored in
+float32. How int8 products are multiplied is chosen by what is fast on this CPU, not by what
+exists (`int8_products`): the same integer sums either way. docs/performance.md measures what
+each costs in J&F and time, per CPU.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
-from collections.abc import Iterable, Iterator
+import platform
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import torch
 
 from colortrack.data.video import prefetch
 from colortrack.errors import UsageError
+from colortrack.model import probe
 
 T = TypeVar("T")
 
@@ -45,12 +51,57 @@ def torch_device(name: str | torch.device) -> torch.device:
     return device
 
 
-def native_bf16(device: torch.device) -> bool:
+@dataclasses.dataclass(frozen=True)
+class Cpu:
+    """What this CPU offers the model's arithmetic, as PyTorch detects it."""
+
+    model: str
+    vector: str  # PyTorch's kernel level: AVX512, AVX2, DEFAULT (ARM: SVE256, DEFAULT), ...
+    vnni: bool  # int8 dot products in hardware (AVX512-VNNI or AVX-VNNI)
+    amx: bool  # Intel AMX tiles: int8 and bf16 matrix products
+    bf16: bool  # bf16 arithmetic in hardware (AVX512-BF16 or AMX)
+
+    @property
+    def x86(self) -> bool:
+        return self.vector.startswith("AVX")
+
+    def __str__(self) -> str:
+        sets = [self.vector] + [n for n, has in (("VNNI", self.vnni), ("AMX", self.amx),
+                                                 ("BF16", self.bf16)) if has]
+        return f"{self.model} ({', '.join(sets)})"
+
+
+def _cpu_model() -> str:
+    """The CPU's marketing name (Linux's /proc/cpuinfo), else what Python's platform says."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "Model")) and ":" in line:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+@functools.cache
+def this_cpu() -> Cpu:
+    """This machine's CPU (PyTorch's private checks, each missing from some versions)."""
+    def check(name: str) -> bool:
+        with contextlib.suppress(AttributeError, RuntimeError):
+            return bool(getattr(torch.cpu, name)())
+        return False
+
+    amx = check("_is_amx_tile_supported")
+    return Cpu(model=_cpu_model(), vector=torch.backends.cpu.get_cpu_capability(),
+               vnni=check("_is_vnni_supported") or check("_is_avx_vnni_supported"), amx=amx,
+               bf16=amx or check("_is_avx512_bf16_supported"))
+
+
+def native_bf16(device: torch.device, cpu: Cpu | None = None) -> bool:
     """Whether bfloat16 convolutions run natively (AVX512-BF16/AMX CPUs, Ampere+ GPUs); where
-    they are emulated they are slower than float32."""
+    they are emulated (oneDNN does so on any AVX-512 CPU) they are slower than float32: 25x
+    for a 3x3 convolution on an AVX2 CPU."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return (device.type == "cpu" and (cpu or this_cpu()).bf16
+            and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 @functools.cache
@@ -81,16 +132,71 @@ PARALLEL = 0.9
 
 def choice_dtype(precision: str, device: torch.device) -> torch.dtype:
     """The arithmetic of the window products, which only choose each location's top-k (the
-    chosen are scored in float32): int8 on CPUs, which is faster and chooses nearly as well as
-    bf16; bf16 on GPUs."""
+    chosen are scored in float32): int8 on CPUs, which chooses nearly as well as bf16 and is
+    the fastest on every CPU measured (`int8_products` says how it is multiplied); bf16 on
+    GPUs."""
     if precision == "int8" and device.type != "cpu":
         raise UsageError(f"precision=int8 computes on CPUs only; use auto or bf16 on {device}")
-    if precision == "int8" and not native_int8():
-        raise UsageError(f"precision=int8 needs torch._int_mm on the CPU (PyTorch 2.2 or "
-                         f"later; this is {torch.__version__}); use auto, bf16 or fp32")
-    if precision == "int8" or (precision == "auto" and device.type == "cpu" and native_int8()):
+    if precision == "int8" or (precision == "auto" and device.type == "cpu"):
         return torch.int8
     return encoder_dtype(precision, device)
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8Products:
+    """How int8 window products are multiplied on this CPU, and why."""
+
+    arithmetic: str  # "int_mm": torch._int_mm; "float": float32 GEMMs of the same integers
+    why: str
+
+    @property
+    def in_float(self) -> bool:
+        return self.arithmetic == "float"
+
+
+def int8_products(cpu: Cpu | None = None, *, has_int_mm: bool | None = None,
+                  probe_cpu: Callable[[dict[str, str]], tuple] = probe.faster_int8
+                  ) -> Int8Products:
+    """The faster way to multiply int8 products here, chosen by capability where that tells and
+    by a timed probe, cached per machine, where it does not. Both give the same int32 sums."""
+    cpu = cpu or this_cpu()
+    if not (native_int8() if has_int_mm is None else has_int_mm):
+        return Int8Products("float", f"this PyTorch ({torch.__version__}) has no torch._int_mm")
+    if cpu.vnni or cpu.amx:
+        return Int8Products("int_mm", "VNNI/AMX multiply int8 in hardware (oneDNN)")
+    if cpu.x86:
+        return Int8Products("float", f"{cpu.vector} without VNNI: torch._int_mm falls back to "
+                                     "a plain loop, 33x slower than float32 GEMMs")
+    arithmetic, seconds, cached = probe_cpu(probe.machine_key(cpu.model, cpu.vector))
+    timings = ", ".join(f"{name} {s * 1e3:.2f} ms" for name, s in seconds.items())
+    kept = "cached in" if cached else "saved to"
+    return Int8Products(arithmetic, f"timed on this CPU ({timings}; {kept} {probe.cache_path()})")
+
+
+def arithmetic_report(precision: str = "auto", device: torch.device | None = None) -> str:
+    """What `colortrack info` prints: the CPU, and the arithmetic each tracking stage uses
+    with `precision`, and why."""
+    from colortrack.copy import native
+
+    device, cpu = device or torch.device("cpu"), this_cpu()
+    lines = [f"cpu: {cpu}", f"torch: {torch.__version__}, {torch.get_num_threads()} threads"]
+    encoder = encoder_dtype(precision, device)
+    why = ("native on this device" if encoder == torch.bfloat16 and native_bf16(device)
+           else "as asked" if precision in ("fp32", "bf16")
+           else "bf16 would be emulated here, slower than float32")
+    lines.append(f"encoder: {str(encoder).removeprefix('torch.')} ({why})")
+    choice = choice_dtype(precision, device)
+    if choice == torch.int8:
+        products = int8_products(cpu)
+        how = "torch._int_mm" if not products.in_float else "float32 GEMMs of int8 values"
+        lines.append(f"window products: int8 on {how} ({products.why})")
+    else:
+        lines.append(f"window products: {str(choice).removeprefix('torch.')}")
+    level = {2: "AVX-512", 1: "AVX2", 0: "portable C"}.get(native.LEVEL, "?")
+    kernel = (f"native kernel at {level}" if native.kernel is not None
+              else "PyTorch (the native kernel is not built)")
+    lines.append(f"top-k and copy: {kernel}")
+    return "\n".join(lines)
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from colortrack.config import PropagationConfig
 from colortrack.copy.context import Context
 from colortrack.copy.propagate import propagate
 from colortrack.model.checkpoint import load_model
-from colortrack.model.device import PARALLEL, choice_dtype, one_frame_ahead
+from colortrack.model.device import PARALLEL, choice_dtype, int8_products, one_frame_ahead
 from colortrack.model.features import FrameEncoder, LabPixels, ModelAndPixels, pad_to_stride
 from colortrack.model.network import Encoder
 from colortrack.stages import stage
@@ -66,6 +66,8 @@ class LearnedPropagator:
         lower = encoder is not None and self.cfg.topk is not None
         self.scoring = (choice_dtype(self.cfg.precision, self.frames.device) if lower
                         else torch.float32)
+        # The same int32 sums on torch._int_mm or float32 GEMMs: whichever is fast on this CPU.
+        self.int8_in_float = self.scoring == torch.int8 and int8_products().in_float
 
     @classmethod
     def pixels(cls, propagation: PropagationConfig | None = None,
@@ -151,7 +153,7 @@ class LearnedPropagator:
                 labels = labels_to_grid(first_labels, stride, embedding.device)
                 context = Context(key, labels, recent=cfg.context, radius=cfg.radius,
                                   global_first=cfg.global_first, scoring=self.scoring_for(key),
-                                  anchors=len(given))
+                                  anchors=len(given), int8_in_float=self.int8_in_float)
             elif index in given:
                 context.anchor(key, labels_to_grid(given[index], stride, embedding.device))
                 yield np.asarray(given[index], dtype=np.float32)

@@ -163,24 +163,32 @@ def test_lower_precision_choice_holds_when_embeddings_are_nearly_parallel(scorin
     assert same > (0.7 if scoring == torch.bfloat16 else 0.3)
 
 
-@pytest.mark.parametrize("global_first,tile", [(False, (4, 10)), (False, 3), (True, 4)])
+@pytest.mark.parametrize("global_first,tile,radius", [
+    (False, (4, 10), 12), (False, (4, 10), 6), (False, 3, 6), (True, 4, 6)])
 @pytest.mark.parametrize("kernel", ["native", "pytorch"])
-def test_int8_products_in_float32_are_the_int8_products(monkeypatch, global_first, tile, kernel):
+def test_int8_products_in_float32_are_the_int8_products(monkeypatch, global_first, tile, radius,
+                                                        kernel):
     # CPUs without VNNI multiply the int8 keys and queries as float32 integers: every partial
-    # sum is an integer below 2^24, so the scores, picks and copies are bit for bit _int_mm's.
+    # sum is an integer below 2^24, so the scores, picks and copies are bit for bit _int_mm's,
+    # whether PyTorch's GEMMs or the native kernel's (at each instruction set) make them.
+    levels = native_levels() if kernel == "native" else [None]
     if kernel == "pytorch":
         monkeypatch.setattr(native, "kernel", None)
     torch.manual_seed(8)
     h, w = 17, 26
     unit = [torch.nn.functional.normalize(torch.randn(64, h, w), dim=0) for _ in range(5)]
     memory = [(keys, torch.rand(2, h, w)) for keys in unit[:4]]
-    on_int_mm = context_of(memory, 3, 6, global_first, tile, scoring=torch.int8)
-    in_float = context_of(memory, 3, 6, global_first, tile, scoring=torch.int8,
+    on_int_mm = context_of(memory, 3, radius, global_first, tile, scoring=torch.int8)
+    in_float = context_of(memory, 3, radius, global_first, tile, scoring=torch.int8,
                           int8_in_float=True)
     assert in_float.scored.dtype == torch.float32 and on_int_mm.scored.dtype == torch.int8
-    assert torch.equal(in_float.scored, on_int_mm.scored.float())
-    assert torch.equal(propagate(unit[4], in_float, temperature=0.05, topk=10),
-                       propagate(unit[4], on_int_mm, temperature=0.05, topk=10))
+    # Laid out (slots, rows, channels, columns) for the kernel's FMAs.
+    assert torch.equal(in_float.scored, on_int_mm.scored.float().transpose(2, 3))
+    expected = propagate(unit[4], on_int_mm, temperature=0.05, topk=10)
+    for level in levels:
+        if level is not None:
+            monkeypatch.setattr(native, "LEVEL", level)
+        assert torch.equal(propagate(unit[4], in_float, temperature=0.05, topk=10), expected)
 
 
 @pytest.mark.parametrize("scoring", [torch.bfloat16, torch.int8])

@@ -18,6 +18,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define COLORTRACK_X86 1
@@ -45,6 +46,11 @@ typedef struct {
     const int64_t *corners; /* (rows / per_tile): each tile's first buffer row */
     const int64_t *offsets; /* (frames * cells): a window cell's buffer row from its corner */
     float *out;             /* (rows, channels) */
+    /* Where scores is NULL, the products are made here, per tile, from int8 values held as
+     * float32 integers (exact sums): queries `pq` (rows, dim) and keys `pk` laid out (slots,
+     * height, dim, width), so that a window row's keys for one channel are contiguous. */
+    const float *pq, *pk;
+    int64_t height, width, window_rows, window_cols;
 } Job;
 
 typedef void (*TopK)(const int32_t *, const int32_t *, int64_t, int64_t, int, int32_t *,
@@ -315,36 +321,177 @@ static inline float dot(const float *q, const float *k, int64_t dim) {
     return sum;
 }
 
-static void run(const Job *job, TopK topk) {
-    int64_t n = job->frames * job->cells, c = job->channels;
-    /* Built with OpenMP (setup.py, Linux), on the threads of the runtime PyTorch loaded. */
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < job->rows; r++) {
-        int32_t top[MAXK];
-        int64_t index[MAXK], row[MAXK];
-        float weight[MAXK];
-        int64_t tile = r / job->per_tile;
-        const int32_t *bias = job->bias + (job->kind[tile] * job->per_tile + r % job->per_tile)
-                                              * job->cells;
-        topk(job->scores + r * n, bias, job->frames, job->cells, job->k, top, index);
-        const float *q = job->queries + r * job->dim;
-        float best = -INFINITY, total = 0;
-        for (int i = 0; i < job->k; i++) {
-            row[i] = job->corners[tile] + job->offsets[index[i]];
-            float score = top[i] <= job->far / 2 ? (float)job->far
-                                                 : dot(q, job->keys + row[i] * job->dim, job->dim);
-            weight[i] = score / job->temperature;
-            best = weight[i] > best ? weight[i] : best;
-        }
-        for (int i = 0; i < job->k; i++) total += weight[i] = expf(weight[i] - best);
-        float *out = job->out + r * c;
-        for (int64_t ch = 0; ch < c; ch++) out[ch] = 0;
-        for (int i = 0; i < job->k; i++) {
-            const float *v = job->values + row[i] * c;
-            float w = weight[i] / total;
-            for (int64_t ch = 0; ch < c; ch++) out[ch] += w * v[ch];
-        }
+/* Row r's copy from its scores (frames * cells): top-k, float32 rescoring, softmax, mean. */
+static void copy_row(const Job *job, TopK topk, int64_t r, const int32_t *scores) {
+    int32_t top[MAXK];
+    int64_t index[MAXK], row[MAXK];
+    float weight[MAXK];
+    int64_t tile = r / job->per_tile, c = job->channels;
+    const int32_t *bias = job->bias + (job->kind[tile] * job->per_tile + r % job->per_tile)
+                                          * job->cells;
+    topk(scores, bias, job->frames, job->cells, job->k, top, index);
+    const float *q = job->queries + r * job->dim;
+    float best = -INFINITY, total = 0;
+    for (int i = 0; i < job->k; i++) {
+        row[i] = job->corners[tile] + job->offsets[index[i]];
+        float score = top[i] <= job->far / 2 ? (float)job->far
+                                             : dot(q, job->keys + row[i] * job->dim, job->dim);
+        weight[i] = score / job->temperature;
+        best = weight[i] > best ? weight[i] : best;
     }
+    for (int i = 0; i < job->k; i++) total += weight[i] = expf(weight[i] - best);
+    float *out = job->out + r * c;
+    for (int64_t ch = 0; ch < c; ch++) out[ch] = 0;
+    for (int i = 0; i < job->k; i++) {
+        const float *v = job->values + row[i] * c;
+        float w = weight[i] / total;
+        for (int64_t ch = 0; ch < c; ch++) out[ch] += w * v[ch];
+    }
+}
+
+/* The first key of tile t's window, channel 0, in frame f and window row y of `pk`: the
+ * tile's corner (a row of the channels-last buffers) split into buffer row and column. */
+static inline const float *window_keys(const Job *job, int64_t t, int64_t f, int64_t y) {
+    int64_t corner = job->corners[t], plane = job->height * job->width;
+    int64_t y0 = corner % plane / job->width, x0 = corner % plane % job->width;
+    return job->pk + ((f * job->height + y0 + y) * job->dim) * job->width + x0;
+}
+
+/* Tile t's products, (per_tile, frames * cells) int32, in portable C. */
+static void products_scalar(const Job *job, int64_t t, int32_t *out) {
+    int64_t n = job->frames * job->cells, cols = job->window_cols;
+    for (int64_t q = 0; q < job->per_tile; q++) {
+        const float *query = job->pq + (t * job->per_tile + q) * job->dim;
+        for (int64_t f = 0; f < job->frames; f++)
+            for (int64_t y = 0; y < job->window_rows; y++) {
+                const float *keys = window_keys(job, t, f, y);
+                int32_t *o = out + q * n + f * job->cells + y * cols;
+                float sum[64];
+                for (int64_t x0 = 0; x0 < cols; x0 += 64) {
+                    int64_t w = cols - x0 < 64 ? cols - x0 : 64;
+                    for (int64_t x = 0; x < w; x++) sum[x] = 0;
+                    for (int64_t d = 0; d < job->dim; d++)
+                        for (int64_t x = 0; x < w; x++)
+                            sum[x] += query[d] * keys[d * job->width + x0 + x];
+                    for (int64_t x = 0; x < w; x++) o[x0 + x] = (int32_t)sum[x];
+                }
+            }
+    }
+}
+
+#ifdef COLORTRACK_X86
+/* Three queries q0..q2 by 32 keys (four vectors of 8) of one window row: keys[d * stride + x],
+ * the sums stored as int32 at o0..o2. 12 accumulators, 3 broadcast queries and one key vector
+ * fill AVX2's 16 registers (named, so that the compiler keeps them there); each key vector
+ * loaded feeds three FMAs. */
+__attribute__((target("avx2,fma"))) static void fma_3x32(const float *q0, const float *q1,
+                                                          const float *q2, const float *keys,
+                                                          int64_t dim, int64_t stride,
+                                                          int32_t *o0, int32_t *o1, int32_t *o2) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0,
+           b3 = a0, c0 = a0, c1 = a0, c2 = a0, c3 = a0;
+    for (int64_t d = 0; d < dim; d++, keys += stride) {
+        __m256 x = _mm256_broadcast_ss(q0 + d), y = _mm256_broadcast_ss(q1 + d),
+               z = _mm256_broadcast_ss(q2 + d), k = _mm256_loadu_ps(keys);
+        a0 = _mm256_fmadd_ps(x, k, a0), b0 = _mm256_fmadd_ps(y, k, b0), c0 = _mm256_fmadd_ps(z, k, c0);
+        k = _mm256_loadu_ps(keys + 8);
+        a1 = _mm256_fmadd_ps(x, k, a1), b1 = _mm256_fmadd_ps(y, k, b1), c1 = _mm256_fmadd_ps(z, k, c1);
+        k = _mm256_loadu_ps(keys + 16);
+        a2 = _mm256_fmadd_ps(x, k, a2), b2 = _mm256_fmadd_ps(y, k, b2), c2 = _mm256_fmadd_ps(z, k, c2);
+        k = _mm256_loadu_ps(keys + 24);
+        a3 = _mm256_fmadd_ps(x, k, a3), b3 = _mm256_fmadd_ps(y, k, b3), c3 = _mm256_fmadd_ps(z, k, c3);
+    }
+    /* int8 values: the float32 sums are exact integers, and the conversion is too. */
+#define STORE(o, v0, v1, v2, v3)                                                                 \
+    _mm256_storeu_si256((__m256i *)(o), _mm256_cvtps_epi32(v0));                                 \
+    _mm256_storeu_si256((__m256i *)(o + 8), _mm256_cvtps_epi32(v1));                             \
+    _mm256_storeu_si256((__m256i *)(o + 16), _mm256_cvtps_epi32(v2));                            \
+    _mm256_storeu_si256((__m256i *)(o + 24), _mm256_cvtps_epi32(v3))
+    STORE(o0, a0, a1, a2, a3);
+    STORE(o1, b0, b1, b2, b3);
+    STORE(o2, c0, c1, c2, c3);
+#undef STORE
+}
+
+/* The same for 8 keys: the columns left past the last whole 32. */
+__attribute__((target("avx2,fma"))) static void fma_3x8(const float *q0, const float *q1,
+                                                         const float *q2, const float *keys,
+                                                         int64_t dim, int64_t stride,
+                                                         int32_t *o0, int32_t *o1, int32_t *o2) {
+    __m256 a = _mm256_setzero_ps(), b = a, c = a;
+    for (int64_t d = 0; d < dim; d++, keys += stride) {
+        __m256 k = _mm256_loadu_ps(keys);
+        a = _mm256_fmadd_ps(_mm256_broadcast_ss(q0 + d), k, a);
+        b = _mm256_fmadd_ps(_mm256_broadcast_ss(q1 + d), k, b);
+        c = _mm256_fmadd_ps(_mm256_broadcast_ss(q2 + d), k, c);
+    }
+    _mm256_storeu_si256((__m256i *)o0, _mm256_cvtps_epi32(a));
+    _mm256_storeu_si256((__m256i *)o1, _mm256_cvtps_epi32(b));
+    _mm256_storeu_si256((__m256i *)o2, _mm256_cvtps_epi32(c));
+}
+
+/* Tile t's products with AVX2 FMAs: the window columns are a multiple of 8 (windows.py). */
+static void products_avx2(const Job *job, int64_t t, int32_t *out) {
+    int64_t n = job->frames * job->cells, cols = job->window_cols;
+    /* Window row by window row: its keys (8 KB at 32 columns of 64 channels) stay in L1 while
+     * every query of the tile is multiplied with them. */
+    for (int64_t f = 0; f < job->frames; f++)
+        for (int64_t y = 0; y < job->window_rows; y++) {
+            const float *keys = window_keys(job, t, f, y);
+            for (int64_t q = 0; q < job->per_tile; q += 3) {
+                /* Past the tile's last query, the last one again (computed twice, same sums). */
+                const float *query[3];
+                int32_t *o[3];
+                for (int i = 0; i < 3; i++) {
+                    int64_t at = q + i < job->per_tile ? q + i : job->per_tile - 1;
+                    query[i] = job->pq + (t * job->per_tile + at) * job->dim;
+                    o[i] = out + at * n + f * job->cells + y * cols;
+                }
+                int64_t x = 0;
+                for (; x + 32 <= cols; x += 32)
+                    fma_3x32(query[0], query[1], query[2], keys + x, job->dim, job->width,
+                             o[0] + x, o[1] + x, o[2] + x);
+                for (; x < cols; x += 8)
+                    fma_3x8(query[0], query[1], query[2], keys + x, job->dim, job->width,
+                            o[0] + x, o[1] + x, o[2] + x);
+            }
+        }
+}
+#endif
+
+/* 0, or -1 where a thread could not allocate its tile's scores. */
+static int run(const Job *job, TopK topk, int level) {
+    int64_t n = job->frames * job->cells;
+    int failed = 0;
+    /* Built with OpenMP (setup.py, Linux), on the threads of the runtime PyTorch loaded. */
+    if (job->scores != NULL) {
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < job->rows; r++) copy_row(job, topk, r, job->scores + r * n);
+        return 0;
+    }
+    void (*products)(const Job *, int64_t, int32_t *) = products_scalar;
+#ifdef COLORTRACK_X86
+    if (level >= 1) products = products_avx2;
+#endif
+    (void)level;
+    /* A tile's scores are made and copied from while they are in cache; one buffer a thread. */
+#pragma omp parallel
+    {
+        int32_t *scores = malloc(sizeof(int32_t) * job->per_tile * n);
+        if (scores == NULL) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic)
+        for (int64_t t = 0; t < job->rows / job->per_tile; t++) {
+            if (scores == NULL) continue;
+            products(job, t, scores);
+            for (int64_t q = 0; q < job->per_tile; q++)
+                copy_row(job, topk, t * job->per_tile + q, scores + q * n);
+        }
+        free(scores);
+    }
+    return failed ? -1 : 0;
 }
 
 static void *pointer(PyObject *value) { return PyLong_AsVoidPtr(value); }
@@ -356,10 +503,21 @@ static int in_bounds(const Job *job, int64_t kinds, int64_t entries) {
         low = job->offsets[i] < low ? job->offsets[i] : low;
         high = job->offsets[i] > high ? job->offsets[i] : high;
     }
-    for (int64_t t = 0; t < job->rows / job->per_tile; t++)
+    int64_t plane = job->height * job->width;
+    if (job->scores == NULL && (plane <= 0 || job->frames * plane > entries
+                                || job->window_rows * job->window_cols != job->cells
+                                || job->window_cols % 8))
+        return 0;
+    for (int64_t t = 0; t < job->rows / job->per_tile; t++) {
         if (job->kind[t] < 0 || job->kind[t] >= kinds || job->corners[t] + low < 0
             || job->corners[t] + high >= entries)
             return 0;
+        if (job->scores == NULL && (job->corners[t] % plane / job->width + job->window_rows
+                                        > job->height
+                                    || job->corners[t] % plane % job->width + job->window_cols
+                                        > job->width))
+            return 0;
+    }
     return 1;
 }
 
@@ -367,16 +525,20 @@ static PyObject *copy_windows(PyObject *self, PyObject *args, PyObject *kwargs) 
     static char *names[] = {"scores", "rows", "frames", "cells", "bias", "kinds", "kind",
                             "per_tile", "k", "temperature", "far", "queries", "dim", "keys",
                             "values", "entries", "channels", "corners", "offsets", "out",
-                            "level", NULL};
+                            "level", "pq", "pk", "height", "width", "window_rows",
+                            "window_cols", NULL};
     PyObject *scores, *bias, *kind, *queries, *keys, *values, *corners, *offsets, *out;
+    PyObject *pq = NULL, *pk = NULL;
     Py_ssize_t rows, frames, cells, kinds, per_tile, dim, entries, channels;
+    Py_ssize_t height = 0, width = 0, window_rows = 0, window_cols = 0;
     int k, far, level;
     float temperature;
     (void)self;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OnnnOnOnifiOnOOnnOOOi", names, &scores, &rows, &frames, &cells, &bias,
-                                     &kinds, &kind, &per_tile, &k, &temperature, &far,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OnnnOnOnifiOnOOnnOOOi|OOnnnn", names, &scores, &rows, &frames, &cells,
+                                     &bias, &kinds, &kind, &per_tile, &k, &temperature, &far,
                                      &queries, &dim, &keys, &values, &entries, &channels,
-                                     &corners, &offsets, &out, &level))
+                                     &corners, &offsets, &out, &level, &pq, &pk, &height,
+                                     &width, &window_rows, &window_cols))
         return NULL;
     if (k < 1 || k > MAXK || k > frames * cells || cells > MAXBLOCKS * BLOCK || per_tile < 1
         || rows % per_tile || !(temperature > 0) || level < 0 || level > best_level()) {
@@ -390,7 +552,13 @@ static PyObject *copy_windows(PyObject *self, PyObject *args, PyObject *kwargs) 
     }
     Job job = {pointer(scores), rows, frames, cells, pointer(bias), pointer(kind), per_tile, k,
                temperature, far, pointer(queries), dim, pointer(keys), pointer(values),
-               channels, pointer(corners), pointer(offsets), pointer(out)};
+               channels, pointer(corners), pointer(offsets), pointer(out),
+               pq ? pointer(pq) : NULL, pk ? pointer(pk) : NULL, height, width, window_rows,
+               window_cols};
+    if (!PyErr_Occurred() && job.scores == NULL && (job.pq == NULL || job.pk == NULL)) {
+        PyErr_SetString(PyExc_ValueError, "copy_windows: without scores, pass pq and pk");
+        return NULL;
+    }
     if (PyErr_Occurred()) return NULL;
     if (!in_bounds(&job, kinds, entries)) {
         PyErr_SetString(PyExc_ValueError, "copy_windows: a tile's kind or window lies outside "
@@ -398,9 +566,11 @@ static PyObject *copy_windows(PyObject *self, PyObject *args, PyObject *kwargs) 
         return NULL;
     }
     TopK topk = topk_at(level);
+    int failed;
     Py_BEGIN_ALLOW_THREADS
-    run(&job, topk);
+    failed = run(&job, topk, level);
     Py_END_ALLOW_THREADS
+    if (failed) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 

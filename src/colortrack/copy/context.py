@@ -85,8 +85,11 @@ class Context:
         # window (the columns' rounding included).
         self.gy, self.gx = -(-self.h // th), -(-self.w // tw)
         hp, wp = (self.gy - 1) * th + self.rows, (self.gx - 1) * tw + self.cols
-        self.scored = keys.new_zeros(slots, hp, wp, d, dtype=stored)
-        self.quantized = scoring == torch.int8
+        # int8 values in float32 are laid out (slots, rows, channels, columns): a window row's
+        # keys for one channel are contiguous, as the native kernel's FMAs read them.
+        self.in_float, self.quantized = in_float, scoring == torch.int8
+        self.scored = (keys.new_zeros(slots, hp, d, wp) if in_float
+                       else keys.new_zeros(slots, hp, wp, d, dtype=stored))
         self.exact = None if scoring == torch.float32 else keys.new_zeros(slots, hp, wp, d)
         # Lower-precision keys are stored minus the first frame's mean key: q.(k - m) ranks keys
         # as q.k does (q.m is the same for every key of a query), and when embeddings are nearly
@@ -160,7 +163,10 @@ class Context:
         centred = (keys - self.center.view(-1, 1, 1)).permute(1, 2, 0)
         if self.quantized:
             centred = centred.mul(self.scale).round_().clamp_(-127, 127)
-        self.scored[slot, r:r + h, r:r + w] = centred
+        if self.in_float:
+            self.scored[slot, r:r + h, :, r:r + w] = centred.transpose(1, 2)
+        else:
+            self.scored[slot, r:r + h, r:r + w] = centred
         if self.exact is not None:
             self.exact[slot, r:r + h, r:r + w] = keys.permute(1, 2, 0)
         self.values[slot, r:r + h, r:r + w] = labels.permute(1, 2, 0)
@@ -195,7 +201,11 @@ class Context:
         CPUs than advanced indexing), in `score_dtype`. Products are written into a buffer kept
         across calls: a fresh tensor per call costs more in page faults than their copy."""
         windows = self._windows(tiles.tolist())
-        keys = torch.stack([self.scored[n, y, x] for n, y, x in windows]).flatten(1, 3)
+        if self.in_float:
+            keys = torch.stack([self.scored[n, y, :, x] for n, y, x in windows])
+            keys = keys.transpose(-1, -2).flatten(1, 3)
+        else:
+            keys = torch.stack([self.scored[n, y, x] for n, y, x in windows]).flatten(1, 3)
         if self.exact is None:
             return torch.bmm(queries, keys.transpose(1, 2))
         shape = (*queries.shape[:2], keys.shape[1])

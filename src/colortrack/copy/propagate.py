@@ -76,6 +76,8 @@ def propagate(query: torch.Tensor, context: Context, *, temperature: float, topk
     fused = (native.kernel is not None and n and not context.global_first and topk is not None
              and context.score_dtype == torch.int32 and k <= native.kernel.MAX_K
              and context.rows * context.cols <= native.kernel.MAX_CELLS)
+    if fused and context.in_float:  # the kernel makes each tile's scores itself, in cache
+        step = max(1, len(todo))
     copied = queries.new_empty(len(todo), *out.shape[1:])
     if fused:  # the buffers as rows of cells, as the kernel reads them
         keys, values = context.exact.view(-1, d), context.values.view(-1, out.shape[-1])
@@ -83,9 +85,11 @@ def propagate(query: torch.Tensor, context: Context, *, temperature: float, topk
         chunk = slice(start, start + step)
         tiles, q = todo[chunk], queries[chunk]
         if fused:
-            native.copy_windows(context.scores(prepared[chunk], tiles), biases, kind[chunk], q,
-                                keys, values, context.corners[tiles], context.offsets, k,
-                                temperature, copied[chunk])
+            made = (prepared[chunk], context.scored, n, context.rows) if context.in_float else None
+            scores = None if made else context.scores(prepared[chunk], tiles)
+            native.copy_windows(scores, biases, kind[chunk], q, keys, values,
+                                context.corners[tiles], context.offsets, k, temperature,
+                                copied[chunk], products=made)
             continue
         parts = []  # without top-k: (scores, labels); with: the k best (scores, labels) of each
         if context.global_first:

@@ -13,6 +13,10 @@ baselines, `colortrack analyze` and the scripts in benchmarks/, keeping each out
   training throughput, the fast path against its definition, the GPU measurements);
 - docs/performance.md: how the copy is made fast, with the measurements behind each choice;
 - with --run, the shipped model's card between the markers of docs/training.md.
+
+bench_cli's table is also kept in benchmarks/cpu-results/, one file per CPU class (named by its
+vector level and model), and the README's speed line and docs/performance.md quote every class
+kept there; `--cpu-only` rewrites just those from the kept files.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+from colortrack.model.device import Cpu, this_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -65,6 +71,8 @@ PAPER = (("copy first mask", 22.9), ("FlowNet2 optical flow", 26.0),
          ("colorization (Vondrick et al.)", 34.0), ("CRW (Jabri et al.)", 67.6))
 # Folders as the benchmark logs name them -> the placeholders the docs use.
 PLACEHOLDERS = {"davis2016-dev": "$DAVIS", "train-videos": "$VIDEOS", "badja": "$BADJA"}
+# bench_cli's output kept per CPU class (a CPU is not always at hand to rerun it).
+CPU_RESULTS = ROOT / "benchmarks" / "cpu-results"
 
 
 def public(text: str) -> str:
@@ -255,6 +263,101 @@ def gpu_speed(folder: Path) -> str:
             "(in-process, measured before the current 4×10 tiles)")
 
 
+def cpu_slug(cpu: Cpu) -> str:
+    """A file name for a CPU class: its vector level and model, e.g. avx2-amd-epyc."""
+    return "-".join(re.findall(r"[a-z0-9]+", f"{cpu.vector} {cpu.model}".lower()))
+
+
+def cpu_runs(folder: Path) -> list[tuple[str, dict[str, dict[str, float]]]]:
+    """bench_cli's tables kept in `folder`, one file per CPU class, each with the CPU it ran on:
+    its header names it, or a first line `cpu: ...` where an older header did not."""
+    runs = []
+    for path in sorted(folder.glob("*.txt")):
+        text = path.read_text()
+        named = (re.search(r"^cpu: (.+)$", text, flags=re.M)
+                 or re.search(r"cores of (.+?), \d+ torch threads", text))
+        runs.append((named.group(1) if named else path.stem, command_table(text)))
+    return runs
+
+
+def cpu_summary(table: dict[str, dict[str, float]]) -> dict[str, float | str]:
+    """The figures the speed line and table quote from one bench_cli table."""
+    sequences = {k: v for k, v in table.items() if not k.startswith("start-up") and " x" not in k}
+    rates = [r["model fr/s"] for r in sequences.values()]
+    ratios = [r["x flow"] for r in sequences.values()]
+    long = next((v for k, v in table.items() if " x" in k), None)
+    start = next((v for k, v in table.items() if k.startswith("start-up")), None)
+    return {"count": len(rates), "rates": f"{min(rates):.1f}–{max(rates):.1f}",
+            "ratios": f"{min(ratios):.2f}–{max(ratios):.2f}",
+            "parkour": f"{sequences['parkour']['x flow']:.2f}" if "parkour" in sequences else "–",
+            "long": (f"{long['model fr/s']:.1f} ({long['flow fr/s']:.1f})" if long else "–"),
+            "start": f"{start['model s']:.2f} ({start['flow s']:.2f})" if start else "–"}
+
+
+def cpu_speed_line(folder: Path) -> str:
+    """The README's speed figures, one clause per CPU class kept in `folder`."""
+    clauses = []
+    for cpu, table in cpu_runs(folder):
+        s = cpu_summary(table)
+        clauses.append(f"on {cpu}, `model` {s['rates']} frames/s over the {s['count']} dev "
+                       f"sequences, {s['ratios']}× flow's time")
+    return "; ".join(clauses)
+
+
+def cpu_section(folder: Path) -> str:
+    """docs/performance.md's section on choosing the arithmetic per CPU, with the speed table of
+    every CPU class kept in `folder`."""
+    rows = ["| CPU | `model` frames/s, 10 dev sequences | × flow's time | parkour (100 frames) "
+            "× flow | 1,000-frame clip frames/s (flow) | start-up s (flow) |",
+            "|---|---|---|---|---|---|"]
+    for cpu, table in cpu_runs(folder):
+        s = cpu_summary(table)
+        rows.append(f"| {cpu} | {s['rates']} | {s['ratios']} | {s['parkour']} | {s['long']} | "
+                    f"{s['start']} |")
+    return f"""
+## The arithmetic each CPU is fast at
+
+What is fast on one CPU can be 30× slower on another, so the arithmetic is chosen by what runs
+fast on the CPU at hand, not by what exists (`model/device.py`; `colortrack info` prints the CPU,
+its instruction sets and what each stage will use, and why):
+
+- **Window products** are int8 on every CPU, with the same int32 sums wherever they are made, so
+  the masks do not depend on the CPU. They run on `torch._int_mm` where VNNI or AMX multiply int8
+  in hardware (oneDNN); on x86 CPUs without them PyTorch runs `_int_mm` as a plain loop, so the
+  same integers, held as float32, are multiplied with float32 FMAs instead (every partial sum is
+  an integer below 2^24, hence exact). Where the capabilities cannot tell (ARM and others), a
+  probe times both once on a tile of tracking's size and keeps the answer per CPU, PyTorch and
+  colortrack version in `~/.cache/colortrack/arithmetic.json` (`$COLORTRACK_CACHE` or
+  `$XDG_CACHE_HOME` move it), as FFTW keeps its wisdom; a stale or damaged file is measured
+  again.
+- **With float32 products, the native kernel makes them itself** (`_window.c`), tile by tile,
+  window row by window row: three queries by 32 keys in AVX2 registers, with the keys laid out
+  (slots, rows, channels, columns) so that a row's keys for one channel are contiguous and stay
+  in L1 while every query of the tile is multiplied with them; each tile's scores are then
+  ranked and copied from while they are in cache.
+- **The encoder** runs in bf16 only where bf16 is native (AVX512-BF16 or AMX): oneDNN emulates it
+  on any other AVX-512 CPU, and a bf16 3×3 convolution measured 25× slower than float32 on an AVX2
+  CPU.
+
+When introduced, on an AMD EPYC (Zen 3, AVX2 and FMA, no AVX-512) with one thread, one frame of
+DAVIS parkour against 8 context frames: the copy step took 976 ms with `_int_mm`, 89 ms with
+PyTorch's float32 GEMMs of the same integers (74 of them in the products, their window copies
+and the int32 conversion), and 47 ms with the kernel's own products. `colortrack track` on parkour
+(100 frames, 480p, start-up and outputs included) went from 112.2 s to 23.4 s, then 17.2 s. There
+the encoder is what is left: float32, 8.2 GFLOPs a 480p frame, 81 ms a frame on 2 threads
+(`torch.profiler`), 80% of it in convolutions that already run near the FMA units' peak (the 96 to
+96-channel 3×3 ones at 66 GMAC/s on 2 cores), so this encoder cannot reach 12 frames/s on 2 such
+cores in float32. Splitting the threads between the encoder and the copy did not pay there
+(parkour 17.8 and 17.5 s split, 14.8 and 15.9 s not), so the float32 encoder keeps all of them.
+
+Speed per CPU class (`python benchmarks/bench_cli.py --stages`, kept in
+`benchmarks/cpu-results/`; 2 cores, start-up, masks and the overlay video included):
+
+{chr(10).join(rows)}
+
+"""
+
+
 def analysis_plots(data: Path, out: Path, reuse: bool) -> str:
     """`colortrack analyze` of the model against pixels and flow: its summary, and its plots
     copied to docs/."""
@@ -307,7 +410,18 @@ def paper_table() -> str:
     return "\n".join(rows)
 
 
-def readme_block(davis: dict, badja: dict, command: dict, gpu: Path) -> str:
+def readme_speed(gpu: Path) -> str:
+    """The README's speed paragraph: every CPU class kept in benchmarks/cpu-results/, then the
+    GPU."""
+    return textwrap.fill(
+        "Speed as a user runs it (`colortrack track` on a 480p MP4, start-up, masks and overlay "
+        f"video included, 2 cores): {cpu_speed_line(CPU_RESULTS)}{gpu_speed(gpu)}. Every table "
+        "(per sequence and attribute, CPU, variants, memory, training speed, GPU) is in "
+        "[docs/results.md](docs/results.md); how the copy is made fast on each CPU, in "
+        "[docs/performance.md](docs/performance.md).", 99)
+
+
+def readme_block(davis: dict, badja: dict, gpu: Path) -> str:
     """The README's results: one table and one speed line."""
     sequences = sorted(davis["model"]["sequences"])
     frames = sum(davis["model"]["frames"].values())
@@ -318,21 +432,9 @@ def readme_block(davis: dict, badja: dict, command: dict, gpu: Path) -> str:
         pck = f"{k['PCK@0.1']:.1f} | {k['PCK@0.2']:.1f}" if k else "– | –"
         rows.append(f"| `{method}` | **{r['J&F']:.1f}** | {r['J']:.1f} | {r['F']:.1f} | {pck} |")
     paper = ", ".join(f"{name} {value:.1f}" for name, value in PAPER)
-    sequences_rows = {k: v for k, v in command.items()
-                      if not k.startswith("start-up") and " x" not in k}
-    rates = [r["model fr/s"] for r in sequences_rows.values()]
-    ratios = [r["x flow"] for r in sequences_rows.values()]
-    long = next(v for k, v in command.items() if " x" in k)
     context = textwrap.fill("Published numbers, for context only, on a different benchmark "
                             f"(DAVIS-2017 val, multi-object): {paper}.", 99)
-    speed = textwrap.fill(
-        f"Speed as a user runs it (`colortrack track` on a 480p MP4, start-up, masks and overlay "
-        f"video included, 2 CPU cores): `model` {min(rates):.1f}–{max(rates):.1f} frames/s over "
-        f"the {len(rates)} dev sequences, {min(ratios):.1f}–{max(ratios):.1f}× flow's time; "
-        f"{long['model fr/s']:.1f} frames/s on a {long['frames']:,.0f}-frame clip (flow "
-        f"{long['flow fr/s']:.1f}){gpu_speed(gpu)}. Every table (per sequence and attribute, "
-        "variants, memory, training speed, GPU) is in [docs/results.md](docs/results.md); how "
-        "the copy is made fast, in [docs/performance.md](docs/performance.md).", 99)
+    speed = f"<!-- cpu-speed:start -->\n{readme_speed(gpu)}\n<!-- cpu-speed:end -->"
     return f"""
 ## Results
 
@@ -587,6 +689,8 @@ fewer scores are inserted. The picks are the same (ties still go to the lower in
 introduced, the kernel took 6.08 against 7.44 ms a 480p frame on DAVIS parkour and 10.05 against
 12.7 on camel (the copy step alone, one thread).
 
+<!-- cpu-speed:start -->{cpu_section(CPU_RESULTS)}<!-- cpu-speed:end -->
+
 ## Threads and start-up
 
 Tracking keeps both cores busy with four threads: decoding (PyAV) feeds the encoder's thread, which
@@ -723,7 +827,15 @@ def main() -> None:
                              "docs/training.md")
     parser.add_argument("--gpu", type=Path, default=ROOT / "benchmarks" / "gpu-results",
                         help="folder with benchmarks/gpu.sh's log.txt")
+    parser.add_argument("--cpu-only", action="store_true",
+                        help="only rewrite the per-CPU speed of README.md and docs/performance.md "
+                             "from benchmarks/cpu-results/ (runs nothing)")
     args = parser.parse_args()
+    if args.cpu_only:
+        replace_between(ROOT / "README.md", "cpu-speed", f"\n{readme_speed(args.gpu)}\n")
+        replace_between(DOCS / "performance.md", "cpu-speed", cpu_section(CPU_RESULTS))
+        print("wrote README.md and docs/performance.md (speed per CPU)")
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     davis = {m: bench("davis", m, args.data, args.out, args.reuse) for m in DAVIS_METHODS}
     badja = {m: bench("badja", m, args.data, args.out, args.reuse) for m in BADJA_METHODS}
@@ -742,8 +854,9 @@ def main() -> None:
     _, training = script("bench_train", ["--quick"])
     stages = stage_table(speed_text)
 
-    replace_between(ROOT / "README.md", "results",
-                    readme_block(davis, badja, command_table(command_text), args.gpu))
+    # This CPU's run joins those kept for other CPU classes.
+    (CPU_RESULTS / f"{cpu_slug(this_cpu())}.txt").write_text(command_text + "\n")
+    replace_between(ROOT / "README.md", "results", readme_block(davis, badja, args.gpu))
     (DOCS / "results.md").write_text(results_page(davis, badja, analysis, speed, command,
                                                   reference, reference_fp32, memory, training,
                                                   args.gpu))

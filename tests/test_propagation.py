@@ -8,7 +8,7 @@ from colortrack.copy.context import CONSTANT, Context
 from colortrack.copy.native import copy_windows
 from colortrack.copy.propagate import propagate
 from colortrack.copy.reference import copy_soft
-from colortrack.copy.windows import fast_topk, tile_queries, untile
+from colortrack.copy.windows import fast_topk, tile_queries, untile, window_bias
 
 
 def naive_propagate(query, memory, temperature, topk, radius, global_first, n_global=1):
@@ -317,6 +317,32 @@ def test_native_copy_refuses_what_it_cannot_read():
                      out=out)
     with pytest.raises(ValueError, match="bad arguments"):
         copy_windows(**args, k=0, temperature=0.1, out=out)
+
+
+def test_native_products_refuse_what_they_cannot_read():
+    native_levels()
+    torch.manual_seed(9)
+    h, w, tile = 17, 26, (4, 10)
+    unit = [torch.nn.functional.normalize(torch.randn(16, h, w), dim=0) for _ in range(3)]
+    context = context_of([(keys, torch.rand(2, h, w)) for keys in unit[:2]], 2, 6, False, tile,
+                         scoring=torch.int8, int8_in_float=True)
+    queries = tile_queries(unit[2], tile)
+    biases, kind = window_bias(h, w, tile, 6.0, torch.device("cpu"), torch.int32)
+    tiles = torch.arange(len(queries))
+    keys = context.exact.view(-1, 16)
+    args = dict(biases=biases, kind=kind, queries=queries, keys=keys,
+                values=context.values.view(-1, 2), corners=context.corners[tiles],
+                offsets=context.offsets, k=5, temperature=0.1, out=torch.empty(len(queries), 40, 2))
+    products = (context.prepare(queries), context.scored, context.windowed, context.rows)
+    copy_windows(None, **args, products=products)  # as propagate calls it
+    with pytest.raises(ValueError, match="either scores or products"):
+        copy_windows(context.scores(products[0], tiles), **args, products=products)
+    with pytest.raises(ValueError, match="do not fit"):  # more frames than the buffers hold
+        copy_windows(None, **args, products=(*products[:2], len(context.scored) + 1, products[3]))
+    with pytest.raises(ValueError, match="contiguous torch.float32"):
+        copy_windows(None, **args, products=(products[0].double(), *products[1:]))
+    with pytest.raises(ValueError, match="outside"):  # a window past the buffers' last column
+        copy_windows(None, **{**args, "corners": args["corners"] + 3}, products=products)
 
 
 @pytest.mark.parametrize("radius,tile", [(3, (2, 5)), (12, (4, 10)), (1, 4)])

@@ -7,6 +7,10 @@
  * module is not built; the tests hold the kernel to its definition at every instruction set,
  * and to the PyTorch path.
  *
+ * On CPUs without VNNI the kernel also makes the int8 products itself (`scores` NULL), as
+ * float32 FMAs of the same integers, tile by tile, and copies from a tile's scores while they
+ * are in cache (docs/performance.md, "The arithmetic each CPU is fast at").
+ *
  * Top-k in two passes over a query's scores, which are `frames` windows of `cells` cells:
  * (A) the best score of each block of 16 cells over all frames; the k-th best of these block
  * maxima is a floor under the k-th best score (k blocks hold k distinct scores at least that

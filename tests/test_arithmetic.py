@@ -115,9 +115,14 @@ def test_the_probe_times_both_arithmetics_on_this_cpu():
     assert set(seconds) == set(probe.ARITHMETICS) and all(s > 0 for s in seconds.values())
 
 
-def test_info_names_the_cpu_and_each_stage_arithmetic():
-    report = arithmetic_report("auto")
-    assert this_cpu().model in report and this_cpu().vector in report
+def test_info_names_the_cpu_and_each_stage_arithmetic(capsys):
+    from colortrack.cli import main
+
+    assert main(["info", "--preset", "cpu"]) == 0
+    report = capsys.readouterr().out
+    assert f"cpu: {this_cpu()}" in report and "GFLOPs" in report
     for stage in ("encoder:", "window products: int8", "top-k and copy:"):
         assert stage in report
     assert "window products: float32" in arithmetic_report("fp32")
+    assert main(["info", "--precision", "fp8"]) == 2  # refused before any model is described
+    assert "unknown precision 'fp8'" in capsys.readouterr().err

@@ -21,6 +21,8 @@ SAPPHIRE_RAPIDS = Cpu("Intel Xeon Platinum 8480+", "AVX512", vnni=True, amx=True
 CASCADE_LAKE = Cpu("Intel Xeon Gold 6248", "AVX512", vnni=True, amx=False, bf16=False)
 SKYLAKE_X = Cpu("Intel Xeon Gold 6148", "AVX512", vnni=False, amx=False, bf16=False)
 ZEN3 = Cpu("AMD EPYC 7B13", "AVX2", vnni=False, amx=False, bf16=False)
+# AVX-VNNI (256-bit) only: PyTorch's _int_mm takes oneDNN on AVX512-VNNI alone.
+ALDER_LAKE = Cpu("12th Gen Intel Core i7-1260P", "AVX2", vnni=False, amx=False, bf16=False)
 GRAVITON = Cpu("Neoverse-V1", "SVE256", vnni=False, amx=False, bf16=False)
 
 
@@ -30,7 +32,7 @@ def never_probe(key):
 
 @pytest.mark.parametrize("cpu,arithmetic", [
     (SAPPHIRE_RAPIDS, "int_mm"), (CASCADE_LAKE, "int_mm"), (SKYLAKE_X, "float"),
-    (ZEN3, "float")])
+    (ZEN3, "float"), (ALDER_LAKE, "float")])
 def test_x86_cpus_are_told_apart_by_their_capabilities(cpu, arithmetic):
     chosen = int8_products(cpu, has_int_mm=True, probe_cpu=never_probe)
     assert chosen.arithmetic == arithmetic and chosen.why

@@ -57,7 +57,7 @@ class Cpu:
 
     model: str
     vector: str  # PyTorch's kernel level: AVX512, AVX2, DEFAULT (ARM: SVE256, DEFAULT), ...
-    vnni: bool  # int8 dot products in hardware (AVX512-VNNI or AVX-VNNI)
+    vnni: bool  # AVX512-VNNI, which torch._int_mm needs for oneDNN (AVX-VNNI does not count)
     amx: bool  # Intel AMX tiles: int8 and bf16 matrix products
     bf16: bool  # bf16 arithmetic in hardware (AVX512-BF16 or AMX)
 
@@ -90,7 +90,7 @@ def this_cpu() -> Cpu:
 
     amx = check("_is_amx_tile_supported")
     return Cpu(model=_cpu_model(), vector=torch.backends.cpu.get_cpu_capability(),
-               vnni=check("_is_vnni_supported") or check("_is_avx_vnni_supported"), amx=amx,
+               vnni=check("_is_vnni_supported"), amx=amx,
                bf16=amx or check("_is_avx512_bf16_supported"))
 
 

@@ -55,7 +55,7 @@ def measure(frames: list[np.ndarray], first: np.ndarray, cfg: PropagationConfig,
             labels = learned.labels_to_grid(first, Encoder.stride, embedding.device)
             context = Context(key, labels, recent=cfg.context, radius=cfg.radius,
                               global_first=cfg.global_first, scoring=propagator.scoring_for(key),
-                              tile=tile)
+                              tile=tile, int8_in_float=propagator.int8_in_float)
             continue
         runs = []
         for _ in range(repeat):

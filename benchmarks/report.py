@@ -334,7 +334,10 @@ its instruction sets and what each stage will use, and why):
   window row by window row: three queries by 32 keys in AVX2 registers, with the keys laid out
   (slots, rows, channels, columns) so that a row's keys for one channel are contiguous and stay
   in L1 while every query of the tile is multiplied with them; each tile's scores are then
-  ranked and copied from while they are in cache.
+  ranked and copied from while they are in cache. Tiles are 3 × 10 cells there, not 4 × 10: 30
+  queries are whole blocks of three, and a tile's scores come nearer L2's size (the copy step on
+  20 frames of parkour, 2 threads, `benchmarks/bench_copy.py --tile`: 24.2 and 25.3 ms a frame
+  against 30.1 and 28.5, interleaved; 2 × 10: 26.1; 6 × 10: 40.8; 8 × 10: 31.7).
 - **The encoder** runs in bf16 only where bf16 is native (AVX512-BF16 or AMX): oneDNN emulates it
   on any other AVX-512 CPU, and a bf16 3×3 convolution measured 25× slower than float32 on an AVX2
   CPU.
@@ -349,6 +352,11 @@ the encoder is what is left: float32, 8.2 GFLOPs a 480p frame, 81 ms a frame on 
 96-channel 3×3 ones at 66 GMAC/s on 2 cores), so this encoder cannot reach 12 frames/s on 2 such
 cores in float32. Splitting the threads between the encoder and the copy did not pay there
 (parkour 17.8 and 17.5 s split, 14.8 and 15.9 s not), so the float32 encoder keeps all of them.
+ONNX Runtime 1.32 did not pay either: the same encoder step (trunk and head, exported with
+`torch.onnx.export`, embeddings equal to 1.7e-6) took 67.2 ms against PyTorch's 73.3 on 2
+threads and 140.5 against 147.1 on one (medians of 15, in alternating blocks of 5 with ONNX
+Runtime's spinning threads off: left on, they took the cores from PyTorch's), 1.05–1.09×, for a
+new dependency and a 1.6 s export per model, so PyTorch runs the encoder on every CPU.
 
 Speed per CPU class (`python benchmarks/bench_cli.py --stages`, kept in
 `benchmarks/cpu-results/`; 2 cores, start-up, masks and the overlay video included):

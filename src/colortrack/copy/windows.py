@@ -20,6 +20,9 @@ from colortrack.copy.reference import FAR
 
 Tile = tuple[int, int]
 TILE: Tile = (4, 10)  # wide tiles: fewer wasted products per window than square ones at r = 12
+# Where the native kernel makes float32 products (CPUs without VNNI): a tile's 30 queries are
+# whole blocks of its 3-query FMAs and its scores nearer L2's size (docs/performance.md).
+TILE_IN_FLOAT: Tile = (3, 10)
 
 
 def reach(radius: float) -> int:

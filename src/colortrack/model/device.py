@@ -165,8 +165,8 @@ def int8_products(cpu: Cpu | None = None, *, has_int_mm: bool | None = None,
     if cpu.vnni or cpu.amx:
         return Int8Products("int_mm", "VNNI/AMX multiply int8 in hardware (oneDNN)")
     if cpu.x86:
-        return Int8Products("float", f"{cpu.vector} without VNNI: torch._int_mm falls back to "
-                                     "a plain loop, 33x slower than float32 GEMMs")
+        return Int8Products("float", f"{cpu.vector} without AVX512-VNNI: torch._int_mm "
+                                     "falls back to a plain loop, 33x slower than float32")
     arithmetic, seconds, cached = probe_cpu(probe.machine_key(cpu.model, cpu.vector))
     timings = ", ".join(f"{name} {s * 1e3:.2f} ms" for name, s in seconds.items())
     kept = "cached in" if cached else "saved to"
@@ -188,8 +188,8 @@ def arithmetic_report(precision: str = "auto", device: torch.device | None = Non
     choice = choice_dtype(precision, device)
     if choice == torch.int8:
         products = int8_products(cpu)
-        how = "torch._int_mm" if not products.in_float else "float32 GEMMs of int8 values"
-        lines.append(f"window products: int8 on {how} ({products.why})")
+        how = "torch._int_mm" if not products.in_float else "float32 FMAs of the int8 values"
+        lines.append(f"window products: int8, on {how} ({products.why})")
     else:
         lines.append(f"window products: {str(choice).removeprefix('torch.')}")
     level = {2: "AVX-512", 1: "AVX2", 0: "portable C"}.get(native.LEVEL, "?")

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from colortrack.config import PropagationConfig
 from colortrack.copy.context import Context
 from colortrack.copy.propagate import propagate
+from colortrack.copy.windows import TILE, TILE_IN_FLOAT
 from colortrack.model.checkpoint import load_model
 from colortrack.model.device import PARALLEL, choice_dtype, int8_products, one_frame_ahead
 from colortrack.model.features import FrameEncoder, LabPixels, ModelAndPixels, pad_to_stride
@@ -153,7 +154,8 @@ class LearnedPropagator:
                 labels = labels_to_grid(first_labels, stride, embedding.device)
                 context = Context(key, labels, recent=cfg.context, radius=cfg.radius,
                                   global_first=cfg.global_first, scoring=self.scoring_for(key),
-                                  anchors=len(given), int8_in_float=self.int8_in_float)
+                                  anchors=len(given), int8_in_float=self.int8_in_float,
+                                  tile=TILE_IN_FLOAT if self.int8_in_float else TILE)
             elif index in given:
                 context.anchor(key, labels_to_grid(given[index], stride, embedding.device))
                 yield np.asarray(given[index], dtype=np.float32)

@@ -73,6 +73,7 @@ PAPER = (("copy first mask", 22.9), ("FlowNet2 optical flow", 26.0),
 PLACEHOLDERS = {"davis2016-dev": "$DAVIS", "train-videos": "$VIDEOS", "badja": "$BADJA"}
 # bench_cli's output kept per CPU class (a CPU is not always at hand to rerun it).
 CPU_RESULTS = ROOT / "benchmarks" / "cpu-results"
+PAGES_CPU = "pages-cpu.txt"  # in CPU_RESULTS: the CPU of the last full run, which wrote the pages
 
 
 def public(text: str) -> str:
@@ -273,6 +274,8 @@ def cpu_runs(folder: Path) -> list[tuple[str, dict[str, dict[str, float]]]]:
     its header names it, or a first line `cpu: ...` where an older header did not."""
     runs = []
     for path in sorted(folder.glob("*.txt")):
+        if path.name == PAGES_CPU:
+            continue
         text = path.read_text()
         named = (re.search(r"^cpu: (.+)$", text, flags=re.M)
                  or re.search(r"cores of (.+?), \d+ torch threads", text))
@@ -290,7 +293,7 @@ def cpu_summary(table: dict[str, dict[str, float]]) -> dict[str, float | str]:
     return {"count": len(rates), "rates": f"{min(rates):.1f}–{max(rates):.1f}",
             "ratios": f"{min(ratios):.2f}–{max(ratios):.2f}",
             "parkour": f"{sequences['parkour']['x flow']:.2f}" if "parkour" in sequences else "–",
-            "long": (f"{long['model fr/s']:.1f} ({long['flow fr/s']:.1f})" if long else "–"),
+            "long": (f"{long['model fr/s']:.1f} (flow {long['flow fr/s']:.1f})" if long else "–"),
             "start": f"{start['model s']:.2f} ({start['flow s']:.2f})" if start else "–"}
 
 
@@ -300,7 +303,8 @@ def cpu_speed_line(folder: Path) -> str:
     for cpu, table in cpu_runs(folder):
         s = cpu_summary(table)
         clauses.append(f"on {cpu}, `model` {s['rates']} frames/s over the {s['count']} dev "
-                       f"sequences, {s['ratios']}× flow's time")
+                       f"sequences, {s['ratios']}× flow's time, {s['long']} frames/s on a "
+                       "1,000-frame clip")
     return "; ".join(clauses)
 
 
@@ -308,13 +312,18 @@ def cpu_section(folder: Path) -> str:
     """docs/performance.md's section on choosing the arithmetic per CPU, with the speed table of
     every CPU class kept in `folder`."""
     rows = ["| CPU | `model` frames/s, 10 dev sequences | × flow's time | parkour (100 frames) "
-            "× flow | 1,000-frame clip frames/s (flow) | start-up s (flow) |",
+            "× flow | 1,000-frame clip, frames/s | start-up s (flow) |",
             "|---|---|---|---|---|---|"]
     for cpu, table in cpu_runs(folder):
         s = cpu_summary(table)
         rows.append(f"| {cpu} | {s['rates']} | {s['ratios']} | {s['parkour']} | {s['long']} | "
                     f"{s['start']} |")
+    pages = (folder / PAGES_CPU).read_text().strip() if (folder / PAGES_CPU).is_file() else "?"
+    unless = textwrap.fill("Unless they say otherwise, the measurements on this page were made "
+                           f"on 2 cores of {pages}; the next section compares CPUs.", 99)
     return f"""
+{unless}
+
 ## The arithmetic each CPU is fast at
 
 What is fast on one CPU can be 30× slower on another, so the arithmetic is chosen by what runs
@@ -322,14 +331,14 @@ fast on the CPU at hand, not by what exists (`model/device.py`; `colortrack info
 its instruction sets and what each stage will use, and why):
 
 - **Window products** are int8 on every CPU, with the same int32 sums wherever they are made, so
-  the masks do not depend on the CPU. They run on `torch._int_mm` where VNNI or AMX multiply int8
-  in hardware (oneDNN); on x86 CPUs without them PyTorch runs `_int_mm` as a plain loop, so the
-  same integers, held as float32, are multiplied with float32 FMAs instead (every partial sum is
-  an integer below 2^24, hence exact). Where the capabilities cannot tell (ARM and others), a
-  probe times both once on a tile of tracking's size and keeps the answer per CPU, PyTorch and
-  colortrack version in `~/.cache/colortrack/arithmetic.json` (`$COLORTRACK_CACHE` or
-  `$XDG_CACHE_HOME` move it), as FFTW keeps its wisdom; a stale or damaged file is measured
-  again.
+  how they are multiplied changes no mask. They run on `torch._int_mm` where AVX512-VNNI or AMX
+  multiply int8 in hardware (oneDNN); on x86 CPUs without them PyTorch runs `_int_mm` as a plain
+  loop, so the same integers, held as float32, are multiplied with float32 FMAs instead (every
+  partial sum is an integer below 2^24, hence exact). Where the capabilities cannot tell (ARM
+  and others), a probe times both once on a tile of tracking's size and keeps the answer per
+  CPU, PyTorch and colortrack version in `~/.cache/colortrack/arithmetic.json`
+  (`$COLORTRACK_CACHE` or `$XDG_CACHE_HOME` move it), as FFTW keeps its wisdom; a stale or
+  damaged file is measured again.
 - **With float32 products, the native kernel makes them itself** (`_window.c`), tile by tile,
   window row by window row: three queries by 32 keys in AVX2 registers, with the keys laid out
   (slots, rows, channels, columns) so that a row's keys for one channel are contiguous and stay
@@ -340,7 +349,9 @@ its instruction sets and what each stage will use, and why):
   against 30.1 and 28.5, interleaved; 2 × 10: 26.1; 6 × 10: 40.8; 8 × 10: 31.7).
 - **The encoder** runs in bf16 only where bf16 is native (AVX512-BF16 or AMX): oneDNN emulates it
   on any other AVX-512 CPU, and a bf16 3×3 convolution measured 25× slower than float32 on an AVX2
-  CPU.
+  CPU. This is the one choice that changes masks between CPUs, as little as float32 against bf16
+  does (DAVIS dev J&F with the default settings: 59.18 in float32 on the AMD EPYC, 59.20 in bf16
+  on the Xeon).
 
 When introduced, on an AMD EPYC (Zen 3, AVX2 and FMA, no AVX-512) with one thread, one frame of
 DAVIS parkour against 8 context frames: the copy step took 976 ms with `_int_mm`, 89 ms with
@@ -424,9 +435,9 @@ def readme_speed(gpu: Path) -> str:
     return textwrap.fill(
         "Speed as a user runs it (`colortrack track` on a 480p MP4, start-up, masks and overlay "
         f"video included, 2 cores): {cpu_speed_line(CPU_RESULTS)}{gpu_speed(gpu)}. Every table "
-        "(per sequence and attribute, CPU, variants, memory, training speed, GPU) is in "
-        "[docs/results.md](docs/results.md); how the copy is made fast on each CPU, in "
-        "[docs/performance.md](docs/performance.md).", 99)
+        "(per sequence and attribute, variants, memory, training speed, GPU) is in "
+        "[docs/results.md](docs/results.md); speed per CPU and how the copy is made fast on "
+        "each, in [docs/performance.md](docs/performance.md).", 99)
 
 
 def readme_block(davis: dict, badja: dict, gpu: Path) -> str:
@@ -616,9 +627,9 @@ Tracking copies labels from the references to every location of every frame (see
 is a 6,420 × 51,360 affinity per frame. These are the choices that make it fast on a CPU, each
 with what it measured. The plain definition, `copy/reference.py`, is what the tests check the
 fast path against; the fast path is `copy/propagate.py` and `copy/windows.py`, with the native
-kernel in `copy/native.py` and `copy/_window.c`. Measurements are on 2 CPU cores unless said
-otherwise; all the tables are in [results.md](results.md).
-
+kernel in `copy/native.py` and `copy/_window.c`. All the tables are in
+[results.md](results.md).
+<!-- cpu-speed:start -->{cpu_section(CPU_RESULTS)}<!-- cpu-speed:end -->
 ## Search a window, not the whole frame
 
 Each query location copies from its `topk` (10) most similar references within `radius` (12)
@@ -696,8 +707,6 @@ a branch per block, and the best blocks are read first, so the running k-th best
 fewer scores are inserted. The picks are the same (ties still go to the lower index); when
 introduced, the kernel took 6.08 against 7.44 ms a 480p frame on DAVIS parkour and 10.05 against
 12.7 on camel (the copy step alone, one thread).
-
-<!-- cpu-speed:start -->{cpu_section(CPU_RESULTS)}<!-- cpu-speed:end -->
 
 ## Threads and start-up
 
@@ -864,6 +873,7 @@ def main() -> None:
 
     # This CPU's run joins those kept for other CPU classes.
     (CPU_RESULTS / f"{cpu_slug(this_cpu())}.txt").write_text(command_text + "\n")
+    (CPU_RESULTS / PAGES_CPU).write_text(f"{this_cpu()}\n")
     replace_between(ROOT / "README.md", "results", readme_block(davis, badja, args.gpu))
     (DOCS / "results.md").write_text(results_page(davis, badja, analysis, speed, command,
                                                   reference, reference_fp32, memory, training,

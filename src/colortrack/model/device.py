@@ -21,6 +21,7 @@ from typing import TypeVar
 
 import torch
 
+from colortrack.copy import native
 from colortrack.data.video import prefetch
 from colortrack.errors import UsageError
 from colortrack.model import probe
@@ -176,8 +177,6 @@ def int8_products(cpu: Cpu | None = None, *, has_int_mm: bool | None = None,
 def arithmetic_report(precision: str = "auto", device: torch.device | None = None) -> str:
     """What `colortrack info` prints: the CPU, and the arithmetic each tracking stage uses
     with `precision`, and why."""
-    from colortrack.copy import native
-
     device, cpu = device or torch.device("cpu"), this_cpu()
     lines = [f"cpu: {cpu}", f"torch: {torch.__version__}, {torch.get_num_threads()} threads"]
     encoder = encoder_dtype(precision, device)
@@ -193,7 +192,8 @@ def arithmetic_report(precision: str = "auto", device: torch.device | None = Non
     else:
         lines.append(f"window products: {str(choice).removeprefix('torch.')}")
     level = {2: "AVX-512", 1: "AVX2", 0: "portable C"}.get(native.LEVEL, "?")
-    kernel = (f"native kernel at {level}" if native.kernel is not None
+    kernel = (f"PyTorch on {device}" if device.type != "cpu"
+              else f"native kernel at {level}" if native.kernel is not None
               else "PyTorch (the native kernel is not built)")
     lines.append(f"top-k and copy: {kernel}")
     return "\n".join(lines)

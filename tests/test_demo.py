@@ -3,6 +3,7 @@
 import pytest
 
 from colortrack.cli import main
+from colortrack.demo import METHODS
 from colortrack.model.checkpoint import default_model_path
 
 
@@ -11,9 +12,10 @@ def test_demo_tracks_the_bundled_clip_and_beats_copying_the_first_mask(tmp_path,
     out = tmp_path / "demo"
     assert main(["-q", "demo", "--out", str(out)]) == 0
     rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()
-            if line.split() and line.split()[0] in ("model", "flow", "identity")}
-    assert set(rows) == {"model", "flow", "identity"}
+            if line.split() and line.split()[0] in METHODS}
+    assert set(rows) == {"model+pixels", "model", "flow", "identity"}
     assert float(rows["model"][0]) > float(rows["identity"][0])
+    assert float(rows["model+pixels"][0]) > float(rows["identity"][0])
     for method in rows:
         assert len(list((out / method).glob("*.png"))) == 30
         assert (out / method / "overlay.mp4").is_file()

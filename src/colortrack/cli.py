@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 
 from colortrack import __version__
 from colortrack.config import (
+    DEFAULT_METHOD,
     METHODS,
     PRESETS,
     ModelConfig,
@@ -261,7 +262,9 @@ def _tracking_settings() -> str:
 
 def _add_method(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--method", choices=METHODS, default="model", help="propagator (default: model)"
+        "--method", choices=METHODS, default=DEFAULT_METHOD,
+        help=f"propagator (default: {DEFAULT_METHOD}, the best measured; 'model' is the learned "
+        "embedding alone)",
     )
     parser.add_argument("--model", help="checkpoint for --method model (default: the shipped one)")
     parser.add_argument(

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from colortrack.config import METHODS, PropagationConfig
+from colortrack.config import DEFAULT_METHOD, METHODS, PropagationConfig
 from colortrack.data.annotations import read_masks, write_mask
 from colortrack.data.keypoints import (
     Keypoints,
@@ -128,11 +128,12 @@ class Tracker:
         cls,
         path: str | Path | None = None,
         *,
-        method: str = "model",
+        method: str = DEFAULT_METHOD,
         propagation: PropagationConfig | None = None,
         device: str = "cpu",
     ) -> Tracker:
-        """The shipped model (path None), a checkpoint, or a baseline ('identity', 'flow')."""
+        """The shipped model (path None) or a checkpoint, with raw color beside it by default
+        (`method='model'` for the embedding alone), or a baseline ('identity', 'flow')."""
         return cls(make_propagator(method, model=path, propagation=propagation, device=device))
 
     def _propagate(

@@ -31,6 +31,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from colortrack.config import DEFAULT_METHOD
 from colortrack.model.device import Cpu, this_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,8 +46,6 @@ DAVIS_METHODS = {
     "model": "the shipped model (learned by colorization), default protocol",
     "model+pixels": "the shipped model's affinity plus raw Lab's (T = 0.05 and 50, as each "
                     "alone), default protocol",
-    "model-mid": "the shipped model also given the true mask of the middle frame, as one "
-                 "correction by a user (`--annotated-frames mid`; that frame then scores as given)",
     "model-fp32": "the same in float32 throughout (`--set precision=fp32`)",
     "model-bf16": "the same with bf16 window products choosing the top-k, the default before "
                   "int8 (`--set precision=bf16`)",
@@ -57,7 +56,6 @@ DAVIS_METHODS = {
                           "(`--set global_first=true`)",
 }
 EXTRA_ARGS = {
-    "model-mid": ["--method", "model", "--annotated-frames", "mid"],
     "model-fp32": ["--method", "model", "--set", "precision=fp32"],
     "model-bf16": ["--method", "model", "--set", "precision=bf16"],
     "model-r8": ["--method", "model", "--set", "radius=8"],
@@ -65,6 +63,8 @@ EXTRA_ARGS = {
     "model-r4": ["--method", "model", "--set", "radius=4"],
     "model-global-first": ["--method", "model", "--set", "global_first=true"],
 }
+# The simulated user of `bench davis --corrections` (eval/corrections.py), on the default tracker.
+CORRECTIONS = 3
 HEADLINE = ("identity", "flow", "pixels", "model", "model+pixels")
 BADJA_METHODS = ("identity", "flow", "model", "model+pixels")
 PAPER = (("copy first mask", 22.9), ("FlowNet2 optical flow", 26.0),
@@ -83,11 +83,12 @@ def public(text: str) -> str:
     return text.replace("/tmp/g/", "")
 
 
-def bench(kind: str, method: str, data: Path, out: Path, reuse: bool) -> dict:
-    path = out / f"{kind}-{method}.json"
+def bench(kind: str, method: str, data: Path, out: Path, reuse: bool,
+          extra: tuple[str, ...] = (), tag: str = "") -> dict:
+    path = out / f"{kind}-{method}{tag}.json"
     if not (reuse and path.is_file()):
         command = [sys.executable, "-m", "colortrack", "-q", "bench", kind,
-                   *EXTRA_ARGS.get(method, ["--method", method]),
+                   *EXTRA_ARGS.get(method, ["--method", method]), *extra,
                    "--out", str(out / f"{kind}-{method}"), "--json", str(path), "--overwrite"]
         if kind == "davis":
             command += ["--root", str(data / "davis2016-dev")]
@@ -95,6 +96,66 @@ def bench(kind: str, method: str, data: Path, out: Path, reuse: bool) -> dict:
             command += ["--root", str(data / "badja"), "--davis-root", str(data / "davis2016-dev")]
         subprocess.run(command, check=True)
     return json.loads(path.read_text())
+
+
+def corrections_bench(data: Path, out: Path, reuse: bool) -> dict:
+    """The default tracker with the simulated user of `bench davis --corrections`."""
+    return bench("davis", DEFAULT_METHOD, data, out, reuse,
+                 ("--corrections", str(CORRECTIONS)), tag="-corrections")
+
+
+def corrections_section(result: dict) -> str:
+    """J&F after each correction, for the user who follows the tracker's confidence and for
+    the oracle, overall and per sequence."""
+    steps = range(CORRECTIONS + 1)
+    head = "| user | " + " | ".join(f"{k} corrections" for k in steps) + " | area |"
+    rows = [head, "|---" * (len(steps) + 2) + "|"]
+    for user, key in (("confidence", "corrections"), ("oracle", "corrections_oracle")):
+        values = result[key]
+        rows.append(f"| {user} | " + " | ".join(f"**{v:.1f}**" if k in (0, len(values) - 1)
+                                                else f"{v:.1f}" for k, v in enumerate(values))
+                    + f" | {result[key + '_area']:.1f} |")
+    per = ["| sequence | " + " | ".join(f"{k}" for k in steps) + " | frames given (confidence) "
+           "| oracle after " + str(CORRECTIONS) + " | frames given (oracle) |",
+           "|---" * (len(steps) + 4) + "|"]
+    users = result["corrections_sequences"]
+    for name, run in sorted(users["confidence"].items()):
+        oracle = users["oracle"][name]
+        cells = [f"{(s['J'] + s['F']) / 2:.1f}" for s in run["scores"]]
+        last = oracle["scores"][-1]
+        per.append(f"| {name} | " + " | ".join(cells) + f" | {', '.join(map(str, run['given']))}"
+                   f" | {(last['J'] + last['F']) / 2:.1f} | "
+                   f"{', '.join(map(str, oracle['given']))} |")
+    return f"""
+## Corrections
+
+How fast a user's corrections fix the default tracker (`{DEFAULT_METHOD}`), as the DAVIS
+Interactive benchmark measures it: after each propagation a simulated user gives the true mask
+of one frame, and the tracker propagates again, both ways from every given frame. The user
+corrects the frame the tracker is least confident of (what `confidence.csv` and the app show);
+the oracle, reported apart, corrects the frame with the worst J. J&F (0-100) over the frames
+not given (frames 1 to T-2, as the DAVIS protocol scores), the mean over sequences; area is the
+curve's mean over 0-{CORRECTIONS} corrections.
+
+```bash
+colortrack bench davis --root $DAVIS --sequences $DEV --out preds/corrections \
+  --corrections {CORRECTIONS} --json corrections.json
+```
+
+{chr(10).join(rows)}
+
+{chr(10).join(per)}
+"""
+
+
+def readme_corrections(result: dict) -> str:
+    """The README's line on corrections."""
+    values = result["corrections"]
+    return textwrap.fill(
+        f"With corrections: a simulated user who corrects, {CORRECTIONS} times, the frame the "
+        f"tracker is least confident of takes it from {values[0]:.1f} to "
+        + ", ".join(f"{v:.1f}" for v in values[1:]) + " J&F on the same frames "
+        "([docs/results.md](docs/results.md#corrections)).", 99)
 
 
 def script_output(name: str, args: list[str], data: Path, out: Path, reuse: bool,
@@ -440,7 +501,7 @@ def readme_speed(gpu: Path) -> str:
         "each, in [docs/performance.md](docs/performance.md).", 99)
 
 
-def readme_block(davis: dict, badja: dict, gpu: Path) -> str:
+def readme_block(davis: dict, badja: dict, corrections: dict, gpu: Path) -> str:
     """The README's results: one table and one speed line."""
     sequences = sorted(davis["model"]["sequences"])
     frames = sum(davis["model"]["frames"].values())
@@ -466,12 +527,16 @@ and on BADJA animal joints on the dev sequences that BADJA annotates, PCK. Defau
 
 {context}
 
+<!-- corrections:start -->
+{readme_corrections(corrections)}
+<!-- corrections:end -->
+
 {speed}
 """
 
 
-def results_page(davis: dict, badja: dict, analysis: str, speed: str, command: str,
-                 reference: str,
+def results_page(davis: dict, badja: dict, corrections: dict, analysis: str, speed: str,
+                 command: str, reference: str,
                  reference_fp32: str, memory: str, training: str, gpu: Path) -> str:
     legend = "\n".join(f"- `{m}`: {text}" for m, text in DAVIS_METHODS.items())
     sequences = sorted(davis["model"]["sequences"])
@@ -505,6 +570,8 @@ colortrack bench davis --root $DAVIS --sequences $DEV --method model --out preds
 {legend}
 
 {versus_pixels(davis["model"], davis["pixels"])}
+
+<!-- corrections:start -->{corrections_section(corrections)}<!-- corrections:end -->
 
 ## Where each method fails
 
@@ -844,6 +911,9 @@ def main() -> None:
                              "docs/training.md")
     parser.add_argument("--gpu", type=Path, default=ROOT / "benchmarks" / "gpu-results",
                         help="folder with benchmarks/gpu.sh's log.txt")
+    parser.add_argument("--corrections-only", action="store_true",
+                        help="only run (or --reuse) the corrections benchmark and rewrite its "
+                             "section of docs/results.md and its line in README.md")
     parser.add_argument("--cpu-only", action="store_true",
                         help="only rewrite the per-CPU speed of README.md and docs/performance.md "
                              "from benchmarks/cpu-results/ (runs nothing)")
@@ -854,6 +924,13 @@ def main() -> None:
         print("wrote README.md and docs/performance.md (speed per CPU)")
         return
     args.out.mkdir(parents=True, exist_ok=True)
+    corrections = corrections_bench(args.data, args.out, args.reuse)
+    if args.corrections_only:
+        replace_between(ROOT / "README.md", "corrections",
+                        f"\n{readme_corrections(corrections)}\n")
+        replace_between(DOCS / "results.md", "corrections", corrections_section(corrections))
+        print("wrote README.md and docs/results.md (corrections)")
+        return
     davis = {m: bench("davis", m, args.data, args.out, args.reuse) for m in DAVIS_METHODS}
     badja = {m: bench("badja", m, args.data, args.out, args.reuse) for m in BADJA_METHODS}
 
@@ -874,8 +951,10 @@ def main() -> None:
     # This CPU's run joins those kept for other CPU classes.
     (CPU_RESULTS / f"{cpu_slug(this_cpu())}.txt").write_text(command_text + "\n")
     (CPU_RESULTS / PAGES_CPU).write_text(f"{this_cpu()}\n")
-    replace_between(ROOT / "README.md", "results", readme_block(davis, badja, args.gpu))
-    (DOCS / "results.md").write_text(results_page(davis, badja, analysis, speed, command,
+    replace_between(ROOT / "README.md", "results",
+                    readme_block(davis, badja, corrections, args.gpu))
+    (DOCS / "results.md").write_text(results_page(davis, badja, corrections, analysis, speed,
+                                                  command,
                                                   reference, reference_fp32, memory, training,
                                                   args.gpu))
     (DOCS / "performance.md").write_text(performance_page(davis, stages))

@@ -8,6 +8,7 @@ from colortrack.config import PropagationConfig
 from colortrack.data.annotations import read_masks, write_mask
 from colortrack.errors import ColortrackError
 from colortrack.track.baselines import FlowPropagator, IdentityPropagator
+from colortrack.track.corrections import Corrections
 from colortrack.track.propagator import LearnedPropagator
 from colortrack.track.tracking import Tracker
 
@@ -25,17 +26,39 @@ def with_second_object(frames=10, at=5):
     return video, masks
 
 
-@pytest.mark.parametrize("propagator", [
-    LearnedPropagator.pixels(SMALL), IdentityPropagator(), FlowPropagator()],
-    ids=["pixels", "identity", "flow"])
-def test_a_later_mask_replaces_its_frame_and_its_objects_are_tracked_on(propagator):
-    video, masks = with_second_object()
-    results = dict(Tracker(propagator).track(iter(video), {0: masks[0], 5: masks[5]}))
-    assert np.array_equal(results[5], masks[5])  # the given mask, exactly
-    assert not (results[4] == 2).any()  # no object 2 before it was given
+METHODS = [LearnedPropagator.pixels(SMALL), IdentityPropagator(), FlowPropagator()]
+
+
+@pytest.mark.parametrize("propagator", METHODS, ids=["pixels", "identity", "flow"])
+def test_a_later_mask_replaces_its_frame_and_its_objects_are_tracked_both_ways(propagator):
+    video, masks = with_second_object(at=0)
+    first = np.where(masks[0] == 2, 0, masks[0])  # frame 0's mask misses the green square
+    results = dict(Tracker(propagator).track(iter(video), {0: first, 5: masks[5]}))
+    assert np.array_equal(results[0], first) and np.array_equal(results[5], masks[5])
+    assert iou(results[4] == 2, masks[4] == 2) > 0.5  # corrected at 5, right at 4 as well
+    assert not (results[1] == 2).any()  # nearer frame 0, whose mask rules there
     assert iou(results[9] == 2, masks[9] == 2) > 0.5  # identity: the 4-pixel shift alone
     if propagator.name == "pixels":
         assert iou(results[9] == 1, masks[9] == 1) > 0.6
+
+
+@pytest.mark.parametrize("propagator", METHODS, ids=["pixels", "identity", "flow"])
+def test_backward_tracking_is_forward_tracking_of_the_reversed_video(propagator):
+    video, masks = square_on_texture(8)
+    last = len(video) - 1
+    session = Corrections(propagator, video)
+    session.give(0, one_hot(masks[0]))
+    session.give(last, one_hot(masks[last]))
+    list(session.update())
+    backward = [propagator.to_pixels(c, *masks[0].shape) for c in session.runs[(last, -1)]]
+    reversed_ = list(propagator.propagate(iter(video[::-1]), one_hot(masks[last])))
+    assert len(backward) == last - 1
+    for got, want in zip(backward, reversed_, strict=False):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def one_hot(mask):
+    return np.stack([mask == 0, mask == 1]).astype(np.float32)
 
 
 def test_without_later_masks_tracking_is_unchanged():
@@ -79,7 +102,7 @@ def test_track_takes_a_mask_folder_from_the_command_line(tmp_path):
     assert iou(read_mask(out / "00009.png") == 2, masks[9] == 2) > 0.4
 
 
-def test_later_keypoint_frames_are_corrections_tracked_on(tmp_path):
+def test_later_keypoint_frames_are_corrections_tracked_both_ways(tmp_path):
     from colortrack.data.keypoints import write_track_json
 
     video, _ = square_on_texture(10)
@@ -90,7 +113,8 @@ def test_later_keypoint_frames_are_corrections_tracked_on(tmp_path):
     tracker = Tracker(LearnedPropagator.pixels(SMALL))
     run = tracker.track_points(iter(video), tmp_path / "points.json")
     tracks = {i: (xy, v) for i, xy, v in run}
-    assert not tracks[3][1][1] and tracks[4][1][1]
+    assert tracks[3][1][1] and tracks[4][1][1]  # tracked back from frame 4 as well
+    assert np.abs(tracks[3][0][1] - center(3)).max() <= 8  # within a feature cell
     assert np.array_equal(tracks[4][0], frames[1][1].astype(np.float32))  # as given
     x, y = tracks[8][0][1]
     assert tracks[8][1][1] and 10 + 3 * 8 <= x <= 34 + 3 * 8 and 24 <= y <= 48  # on the square

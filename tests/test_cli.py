@@ -145,6 +145,17 @@ def test_bench_davis_identity(capsys, davis: Path, tmp_path: Path) -> None:
     )
 
 
+def test_bench_davis_reports_j_and_f_after_each_correction(capsys, davis: Path,
+                                                           tmp_path: Path) -> None:
+    report = tmp_path / "scores.json"
+    assert main(["-q", "bench", "davis", "--root", str(davis), "--out", str(tmp_path / "p"),
+                 "--method", "pixels", "--corrections", "2", "--json", str(report)]) == 0
+    scores = json.loads(report.read_text())
+    assert len(scores["corrections"]) == 3 and len(scores["corrections_oracle"]) == 3
+    assert scores["corrections"][0] == pytest.approx(scores["J&F"], abs=0.05)
+    assert "oracle" in capsys.readouterr().out
+
+
 def test_bench_badja_identity(capsys, davis: Path, tmp_path: Path) -> None:
     """BADJA joints are [row, col] at 1920x1080 over 37 slots; the bench scales them to frames."""
     joints = [[0, 0]] * 37

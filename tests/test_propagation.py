@@ -73,27 +73,6 @@ def test_the_ring_keeps_the_first_frame_and_the_last_recent_ones(global_first):
     assert torch.allclose(fast, naive_propagate(query, kept, 0.2, 4, 3, global_first), atol=1e-5)
 
 
-@pytest.mark.parametrize("global_first,radius,scoring", [
-    (True, 3, torch.float32), (False, 3, torch.float32), (False, 3, torch.int8),
-    (True, 0, torch.float32), (False, 2.5, torch.float32)])
-def test_anchors_are_long_term_references_like_the_first_frame(global_first, radius, scoring):
-    torch.manual_seed(3)
-    h, w, recent = 9, 10, 2
-    frames = [(torch.randn(5, h, w), torch.rand(2, h, w)) for _ in range(8)]
-    context = Context(*frames[0], recent=recent, radius=radius, global_first=global_first,
-                      scoring=scoring, anchors=2)
-    for i, (keys, labels) in enumerate(frames[1:], start=1):
-        (context.anchor if i in (2, 5) else context.append)(keys, labels)
-    query = torch.randn(5, h, w)
-    fast = propagate(query, context, temperature=0.2, topk=4 if scoring == torch.float32 else 64)
-    kept = [frames[0], frames[2], frames[5], *frames[-recent:]]
-    slow = naive_propagate(query, kept, 0.2, 4 if scoring == torch.float32 else 64, radius,
-                           global_first or radius <= 0, n_global=3)
-    assert torch.allclose(fast, slow, atol=1e-4)
-    with pytest.raises(ValueError, match="anchors"):
-        context.anchor(*frames[1])
-
-
 def test_tiles_whose_references_agree_are_copied_without_scoring():
     torch.manual_seed(2)
     h, w = 20, 24  # object in the top-left corner; tiles far from it see background only

@@ -105,10 +105,13 @@ def cmd_eval_davis(args: argparse.Namespace) -> int:
 def cmd_bench_davis(args: argparse.Namespace) -> int:
     from colortrack.eval.benchmarks import bench_davis, davis_frame_counts, format_timing
 
+    if args.corrections < 0:
+        raise UsageError(f"--corrections {args.corrections}: give 0 or more")
+    propagator = _propagator(args)
     report, seconds = bench_davis(
         args.root,
         args.out,
-        _propagator(args),
+        propagator,
         sequences=_sequences(args.sequences),
         overwrite=args.overwrite,
         progress=not args.quiet,
@@ -118,6 +121,13 @@ def cmd_bench_davis(args: argparse.Namespace) -> int:
     print(report.format_table())
     print(format_timing(seconds, frames))
     data = report.to_json() | {"method": args.method, "seconds": seconds, "frames": frames}
+    if args.corrections:
+        from colortrack.eval.corrections import bench_corrections, format_curves
+
+        data |= bench_corrections(args.root, propagator, args.corrections,
+                                  sequences=_sequences(args.sequences), progress=not args.quiet)
+        print(format_curves({"confidence": data["corrections"],
+                             "oracle": data["corrections_oracle"]}))
     _write_json(args.json, data)
     return 0
 
@@ -334,6 +344,10 @@ def _add_benchmarks(sub: Any) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="where predictions go")
     p.add_argument("--annotated-frames", metavar="0,mid", help="frames given their true masks "
                    "besides frame 0: indices, mid, last (a user's corrections)")
+    p.add_argument("--corrections", type=int, default=0, metavar="K",
+                   help="then simulate a user who gives K true masks one at a time, each on the "
+                   "frame the tracker is least sure of (and an oracle: the worst frame by J); "
+                   "prints J&F after 0..K corrections (default: 0, none)")
     _add_davis_options(p)
     _add_method(p)
 

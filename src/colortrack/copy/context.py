@@ -52,30 +52,25 @@ class Context:
     frame also keeps the range of its labels over each tile's window: a tile whose references
     all carry the same label, to CONSTANT (background far from every object), gets it without
     scoring. radius <= 0 searches every frame everywhere, without windows.
-
-    `anchors` frames more can join the first as long-term references (`anchor`: frames whose
-    labels a user gave); each is one more reference frame in the same top-k and softmax, so an
-    anchor weighs as much as the first frame. Windowed slots are laid out [first, anchors,
-    recent ring], the frames searched always the first `windowed` of them.
+    Windowed slots are laid out [first, recent ring], the frames searched always the first
+    `windowed` of them.
     """
 
     @torch.inference_mode()
     def __init__(self, keys: torch.Tensor, labels: torch.Tensor, *, recent: int, radius: float,
                  global_first: bool = True, tile: int | Tile = TILE,
-                 scoring: torch.dtype = torch.float32, anchors: int = 0,
-                 int8_in_float: bool = False) -> None:
+                 scoring: torch.dtype = torch.float32, int8_in_float: bool = False) -> None:
         d, self.h, self.w = keys.shape
         # int8 keys held as float32 integers when float32 products compute their sums, which
         # are exact below 2^24: up to 1,040 channels (beyond, torch._int_mm computes them).
         in_float = scoring == torch.int8 and int8_in_float and d * 127**2 < 2**24
         stored = torch.float32 if in_float else scoring
         self.radius, self.tile, self.recent = radius, as_tile(tile), recent
-        self.anchors, self.capacity = 0, anchors
         self.global_first = global_first or radius <= 0
         self.first = (keys.flatten(1).T, labels.flatten(1).T)  # (hw, D), (hw, C)
         self.dense: collections.deque = collections.deque(maxlen=recent)
         (th, tw), c = self.tile, labels.shape[0]
-        slots = recent + (0 if self.global_first else 1 + anchors)
+        slots = recent + (0 if self.global_first else 1)
         _check_context_memory(self.h, self.w, d, c, recent, radius, self.tile, slots, scoring,
                               stored.itemsize)
         if radius <= 0:
@@ -124,7 +119,7 @@ class Context:
     @property
     def windowed(self) -> int:
         """Frames searched within the radius."""
-        return min(self.count, self.recent) + (0 if self.global_first else 1 + self.anchors)
+        return min(self.count, self.recent) + (0 if self.global_first else 1)
 
     @torch.inference_mode()
     def append(self, keys: torch.Tensor, labels: torch.Tensor) -> None:
@@ -140,23 +135,7 @@ class Context:
     @property
     def _ring(self) -> int:
         """The slot where the ring of recent frames starts."""
-        return 0 if self.global_first else 1 + self.anchors
-
-    @torch.inference_mode()
-    def anchor(self, keys: torch.Tensor, labels: torch.Tensor) -> None:
-        """Add a frame whose labels are given as a long-term reference, like the first. The
-        recent predictions leave: where they disagree with the given labels (an object they
-        missed), they would outvote them in every frame after."""
-        if self.anchors >= self.capacity:
-            raise ValueError(f"this Context holds {self.capacity} anchors; build it with more")
-        self.anchors, self.count = self.anchors + 1, 0
-        self.dense.clear()
-        if self.global_first:  # searched everywhere, as the first frame
-            first_keys, first_values = self.first
-            self.first = (torch.cat([first_keys, keys.flatten(1).T]),
-                          torch.cat([first_values, labels.flatten(1).T]))
-        else:
-            self._store(self.anchors, keys, labels)
+        return 0 if self.global_first else 1
 
     def _store(self, slot: int, keys: torch.Tensor, labels: torch.Tensor) -> None:
         r, (th, tw), h, w = reach(self.radius), self.tile, self.h, self.w

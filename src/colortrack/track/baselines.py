@@ -6,7 +6,7 @@ previous prediction with dense optical flow, the classical baseline of Vondrick 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -15,26 +15,39 @@ from colortrack.errors import ColortrackError
 from colortrack.stages import stage
 
 
-class IdentityPropagator:
-    """Predicts that nothing moves: every frame gets the labels of frame 0."""
+class FullSizeLabels:
+    """Baselines copy labels at the frame's own size; `propagate` runs forward from frame 0."""
+
+    def to_cells(self, labels: np.ndarray) -> np.ndarray:
+        return np.asarray(labels, dtype=np.float32)
+
+    def to_pixels(self, cells: np.ndarray, height: int, width: int) -> np.ndarray:
+        return cells
+
+    def propagate(self, frames: Iterable[np.ndarray], first_labels: np.ndarray
+                  ) -> Iterator[np.ndarray]:
+        """Labels of frames 1, 2, ... from frame 0's."""
+        yield from self.copy(self.features(frames), self.to_cells(first_labels))  # type: ignore[attr-defined]
+
+
+class IdentityPropagator(FullSizeLabels):
+    """Predicts that nothing moves: every frame gets the labels of the annotated frame."""
 
     name = "identity"
 
-    def propagate(
-        self, frames: Iterable[np.ndarray], first_labels: np.ndarray,
-        given: Mapping[int, np.ndarray] | None = None,
-    ) -> Iterator[np.ndarray]:
-        """Frame 0's labels, or from each frame in `given` on, that frame's."""
-        labels, given = np.asarray(first_labels, dtype=np.float32), given or {}
-        iterator = iter(frames)
-        next(iterator, None)  # frame 0 carries the given labels, so it gets no prediction
-        for index, _ in enumerate(iterator, start=1):
-            if index in given:
-                labels = np.asarray(given[index], dtype=np.float32)
-            yield labels.copy()
+    def features(self, frames: Iterable[np.ndarray]) -> Iterator[None]:
+        for _ in frames:
+            yield None
+
+    def copy(self, features: Iterable[None], cells: np.ndarray) -> Iterator[np.ndarray]:
+        """The first frame's labels for every later frame."""
+        iterator = iter(features)
+        next(iterator, None)  # the first frame carries the given labels, so it gets no prediction
+        for _ in iterator:
+            yield np.array(cells, dtype=np.float32)
 
 
-class FlowPropagator:
+class FlowPropagator(FullSizeLabels):
     """Warps the previous soft labels into each new frame with OpenCV DIS optical flow.
 
     Flow is computed backward, from frame t to frame t-1, so every pixel of frame t knows where
@@ -58,10 +71,14 @@ class FlowPropagator:
     def _gray(self, frame: np.ndarray) -> np.ndarray:
         gray = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
         if self.scale < 1.0:
-            h, w = gray.shape
-            size = (max(1, round(w * self.scale)), max(1, round(h * self.scale)))
-            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+            gray = cv2.resize(gray, self._size(*gray.shape), interpolation=cv2.INTER_AREA)
         return gray
+
+    def _size(self, height: int, width: int) -> tuple[int, int]:
+        """(width, height) of the gray frames the flow is computed on."""
+        if self.scale == 1.0:
+            return width, height
+        return max(1, round(width * self.scale)), max(1, round(height * self.scale))
 
     def _flow(self, dis: cv2.DISOpticalFlow, gray: np.ndarray, prev: np.ndarray, shape):
         """Backward flow at full size: frame_t(p) ~ frame_{t-1}(p + flow(p))."""
@@ -74,32 +91,25 @@ class FlowPropagator:
             flow[..., 1] *= sy
         return flow
 
-    def propagate(
-        self, frames: Iterable[np.ndarray], first_labels: np.ndarray,
-        given: Mapping[int, np.ndarray] | None = None,
-    ) -> Iterator[np.ndarray]:
-        """Warped labels of frames 1, 2, ...; from each frame in `given` on, warped from that
-        frame's labels."""
-        labels, given = np.asarray(first_labels, dtype=np.float32), given or {}
-        iterator = iter(frames)
-        first = next(iterator, None)
-        if first is None:
+    def features(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Gray frames, at `scale` of the frame's size."""
+        for frame in frames:
+            with stage("flow"):
+                yield self._gray(frame)
+
+    def copy(self, features: Iterable[np.ndarray], cells: np.ndarray) -> Iterator[np.ndarray]:
+        """Labels warped from frame to frame, starting from the first frame's."""
+        labels = np.asarray(cells, dtype=np.float32)
+        iterator = iter(features)
+        prev = next(iterator, None)
+        if prev is None:
             return
-        h, w = first.shape[:2]
-        if labels.shape[1:] != (h, w):
-            raise ColortrackError(
-                f"labels are {labels.shape[2]}x{labels.shape[1]} but frames are {w}x{h}"
-            )
+        h, w = labels.shape[1:]
+        if prev.shape != self._size(h, w)[::-1]:
+            raise ColortrackError(f"labels are {w}x{h} but frames are of another size")
         dis = cv2.DISOpticalFlow_create(self.preset)
         grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-        prev = self._gray(first)
-        for index, frame in enumerate(iterator, start=1):
-            with stage("flow"):
-                gray = self._gray(frame)
-            if index in given:
-                labels, prev = np.asarray(given[index], dtype=np.float32), gray
-                yield labels
-                continue
+        for gray in iterator:
             with stage("flow"):
                 flow = self._flow(dis, gray, prev, (h, w))
                 map_x, map_y = grid_x + flow[..., 0], grid_y + flow[..., 1]

@@ -7,7 +7,7 @@ bounded by the context (first frame + `context` recent frames), never by the vid
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import cv2
@@ -133,36 +133,46 @@ class LearnedPropagator:
                 and self.frames.dtype != torch.float32 and self.cfg.radius > 0
                 and not self.cfg.global_first)
 
-    @torch.inference_mode()
-    def propagate(self, frames: Iterable[np.ndarray], first_labels: np.ndarray,
-                  given: Mapping[int, np.ndarray] | None = None) -> Iterator[np.ndarray]:
-        """Soft labels of frames 1, 2, ...; `given` labels of later frames replace their
-        prediction and join the first frame as long-term references (Context.anchor)."""
+    def features(self, frames: Iterable[np.ndarray]) -> Iterator[torch.Tensor]:
+        """(D, h, w) embeddings of the frames in video order: the encoder's causal temporal
+        head sees each frame after the ones before it, whichever way labels are then copied."""
         with one_frame_ahead(self.frames.stream(frames), self.frames.device,
                              self.embeds_ahead) as embeddings:
-            yield from self._copy(embeddings, first_labels, given or {})
+            yield from embeddings
 
-    def _copy(self, embeddings: Iterator[torch.Tensor], first_labels: np.ndarray,
-              given: Mapping[int, np.ndarray]) -> Iterator[np.ndarray]:
-        """Labels of frames 1, 2, ... copied from the context, frame by frame."""
-        cfg, stride = self.cfg, Encoder.stride
-        height, width = first_labels.shape[-2:]
+    def to_cells(self, labels: np.ndarray) -> torch.Tensor:
+        """(K, H, W) soft labels -> (K, h, w) at the embedding's resolution: what is copied."""
+        return labels_to_grid(labels, Encoder.stride, self.frames.device)
+
+    def to_pixels(self, cells: torch.Tensor, height: int, width: int) -> np.ndarray:
+        """(K, h, w) copied labels -> (K, H, W) at the frame's size."""
+        with stage("upsample"):
+            return grid_to_labels(cells, Encoder.stride, height, width)
+
+    @torch.inference_mode()
+    def copy(self, features: Iterable[torch.Tensor], cells: torch.Tensor
+             ) -> Iterator[torch.Tensor]:
+        """Cells of the 2nd, 3rd, ... frame of `features`, copied from the first frame's `cells`
+        and the recent predictions: the paper's copy, with `features` in either order in time."""
+        cfg = self.cfg
         context: Context | None = None
-        for index, embedding in enumerate(embeddings):
+        for embedding in features:
             key, query = self.key_query(embedding)
             if context is None:
-                labels = labels_to_grid(first_labels, stride, embedding.device)
-                context = Context(key, labels, recent=cfg.context, radius=cfg.radius,
+                context = Context(key, cells, recent=cfg.context, radius=cfg.radius,
                                   global_first=cfg.global_first, scoring=self.scoring_for(key),
-                                  anchors=len(given), int8_in_float=self.int8_in_float,
+                                  int8_in_float=self.int8_in_float,
                                   tile=TILE_IN_FLOAT if self.int8_in_float else TILE)
-            elif index in given:
-                context.anchor(key, labels_to_grid(given[index], stride, embedding.device))
-                yield np.asarray(given[index], dtype=np.float32)
-            else:
-                with stage("copy"):
-                    grid = propagate(query, context, temperature=cfg.temperature, topk=cfg.topk)
-                    context.append(key, grid)
-                with stage("upsample"):
-                    labels = grid_to_labels(grid, stride, height, width)
-                yield labels
+                continue
+            with stage("copy"):
+                grid = propagate(query, context, temperature=cfg.temperature, topk=cfg.topk)
+                context.append(key, grid)
+            yield grid
+
+    def propagate(self, frames: Iterable[np.ndarray], first_labels: np.ndarray
+                  ) -> Iterator[np.ndarray]:
+        """(K, H, W) soft labels of frames 1, 2, ... copied forward from frame 0's."""
+        height, width = first_labels.shape[-2:]
+        cells = self.to_cells(first_labels)
+        for grid in self.copy(self.features(frames), cells):
+            yield self.to_pixels(grid, height, width)

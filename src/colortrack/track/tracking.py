@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -34,28 +34,12 @@ from colortrack.data.video import VideoReader, prefetch
 from colortrack.data.video_writer import VideoWriter
 from colortrack.errors import ColortrackError, UsageError
 from colortrack.stages import stage
+from colortrack.track.corrections import two_way
 from colortrack.track.heatmaps import decode_heatmaps, heatmaps
+from colortrack.track.protocol import LabelPropagator
 from colortrack.track.visualize import draw_points, overlay_mask
 
 Video = str | Path | Iterable[np.ndarray]
-
-
-class LabelPropagator(Protocol):
-    """What every tracker method implements: the baselines and the learned model alike.
-
-    `propagate` gets RGB uint8 (H, W, 3) frames from frame 0 and the (K, H, W) float32 soft
-    labels of frame 0 (one-hot ids with channel 0 = background, or a background channel and one
-    heatmap per keypoint). It yields (K, H, W) float32 labels for frames 1, 2, ... at the input
-    size, lazily, with memory that does not grow with the video's length. `given` labels of
-    later frames (by index), when passed, replace those frames' predictions and are tracked on.
-    """
-
-    name: str
-
-    def propagate(
-        self, frames: Iterable[np.ndarray], first_labels: np.ndarray,
-        given: Mapping[int, np.ndarray] | None = None,
-    ) -> Iterator[np.ndarray]: ...
 
 
 def make_propagator(
@@ -108,6 +92,17 @@ def argmax_channels(soft: np.ndarray) -> np.ndarray:
     return index
 
 
+@dataclass(frozen=True)
+class TrackedFrame:
+    """A frame, its object ids, and how sure the copy is of them (`corrections.confidence`:
+    1 for a given mask; the least sure frame is the one to correct next)."""
+
+    index: int
+    frame: np.ndarray
+    ids: np.ndarray
+    confidence: float
+
+
 class Tracker:
     """Tracks objects and points through a video from their first-frame annotation.
 
@@ -139,12 +134,13 @@ class Tracker:
     def _propagate(
         self, video: Video, labels_of: Callable[[np.ndarray], np.ndarray], empty: str,
         given: Mapping[int, np.ndarray] | None = None,
-    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """Yield (index, frame, soft labels) for every frame; labels_of(frame 0) gives frame 0's
-        and `given` those of later frames, which replace their predictions.
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray, float]]:
+        """Yield (index, frame, soft labels, confidence) for every frame; labels_of(frame 0)
+        gives frame 0's and `given` those of later frames, which replace their predictions and
+        are tracked from in both directions (track.corrections).
 
         Propagators may read ahead (a temporal head needs the next frame), so frames wait in
-        `pending` until their labels come out: the i-th prediction goes with the i-th frame read.
+        `pending` until their features come out: the i-th features go with the i-th frame read.
         `empty` is the error message for a video without frames.
         """
         pending: collections.deque[np.ndarray] = collections.deque()
@@ -162,26 +158,27 @@ class Tracker:
             if first.ndim != 3 or first.shape[2] != 3 or first.dtype != np.uint8:
                 raise ColortrackError(f"frames must be (H, W, 3) uint8 RGB, got {first.shape}")
             labels = labels_of(pending.popleft())
-            yield 0, first, labels
-            stream = itertools.chain([first], iterator)
+            yield 0, first, labels, 1.0
+            features = self.propagator.features(itertools.chain([first], iterator))
+            first_features = next(features)
+            items = ((pending.popleft(), f) for f in features)
             # `given` may be filled by labels_of (points: heatmaps need the frame's size).
-            run = (self.propagator.propagate(stream, labels, given) if given
-                   else self.propagator.propagate(stream, labels))
-            for index, soft in enumerate(run, start=1):
+            run = two_way(self.propagator, items, (labels, first_features), given or {})
+            for index, frame, soft, sure in run:
                 if soft.shape != labels.shape:
                     raise RuntimeError(f"{self.propagator.name!r} gave labels {soft.shape}")
-                yield index, pending.popleft(), soft
+                yield index, frame, soft, sure
 
-    def track_frames(
+    def track_masks(
         self, video: Video, masks: np.ndarray | str | Path | Mapping[int, np.ndarray], *,
         source: str | Path = "",
-    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """Like `track`, also yielding each frame: (index, frame, (H, W) uint8 ids).
+    ) -> Iterator[TrackedFrame]:
+        """Every frame with its (H, W) uint8 ids and the copy's confidence in them.
 
         `masks` is frame 0's mask (an id map or its file), or masks by frame index (a mapping,
         or a folder of PNGs named by frame index) that must include frame 0: each replaces the
-        prediction of its frame and joins the first as a long-term reference. `source` names
-        masks given as arrays in error messages (their file, say).
+        prediction of its frame and is tracked from, forwards and backwards (corrections).
+        `source` names masks given as arrays in error messages (their file, say).
         """
         path = isinstance(masks, str | Path)
         given = read_masks(masks) if path else (
@@ -213,10 +210,18 @@ class Tracker:
 
         later = {i: one_hot(m) for i, m in given.items() if i > 0}
         empty = f"{_name(video)}: the video has no frames"
-        for index, frame, soft in self._propagate(video, labels_of, empty, later):
+        for index, frame, soft, sure in self._propagate(video, labels_of, empty, later):
             with stage("argmax"):
                 ids = given[index] if index in given else lookup[argmax_channels(soft)]
-            yield index, frame, ids
+            yield TrackedFrame(index, frame, ids, sure)
+
+    def track_frames(
+        self, video: Video, masks: np.ndarray | str | Path | Mapping[int, np.ndarray], *,
+        source: str | Path = "",
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Like `track`, also yielding each frame: (index, frame, (H, W) uint8 ids)."""
+        for tracked in self.track_masks(video, masks, source=source):
+            yield tracked.index, tracked.frame, tracked.ids
 
     def track(
         self, video: Video, masks: np.ndarray | str | Path | Mapping[int, np.ndarray]
@@ -250,7 +255,7 @@ class Tracker:
         empty = f"{source}: annotates frame {start} but {_name(video)} has no frame {start}"
         with _open(video) as frames:
             rest = itertools.islice(frames, start, None)
-            for index, frame, soft in self._propagate(rest, labels_of, empty, given):
+            for index, frame, soft, _ in self._propagate(rest, labels_of, empty, given):
                 if index == 0 or index in later:
                     chosen = points if index == 0 else later[index]
                     xy, visible = (np.asarray(chosen.xy, np.float32).reshape(-1, 2),
@@ -303,7 +308,7 @@ class TrackSummary:
 # for a file about 20 % larger at the same quality.
 OVERLAY = {"preset": "superfast", "tune": "zerolatency"}
 
-_OUTPUTS = re.compile(r"^(\d{5}\.png|overlay\.mp4|points\.json|points\.csv)$")
+_OUTPUTS = re.compile(r"^(\d{5}\.png|overlay\.mp4|points\.json|points\.csv|confidence\.csv)$")
 
 
 def is_tracking_output(name: str) -> bool:
@@ -352,8 +357,9 @@ def track_to_dir(
     overwrite: bool = False,
     progress: bool = True,
 ) -> TrackSummary:
-    """Write OUT/<00000>.png palette masks at the input size and OUT/overlay.mp4."""
-    started, count = time.perf_counter(), 0
+    """Write OUT/<00000>.png palette masks at the input size, OUT/overlay.mp4 and
+    OUT/confidence.csv (how sure the copy is of each frame: the lowest is the one to correct)."""
+    started, sure = time.perf_counter(), []
 
     def write(path: Path, frame: np.ndarray, ids: np.ndarray, writer: VideoWriter) -> None:
         with stage("write"):
@@ -363,11 +369,13 @@ def track_to_dir(
 
     with _writing(video, out_dir, overwrite, progress, masks) as (
             stage_dir, frames, writer, submit, bar):
-        for index, frame, ids in tracker.track_frames(frames, masks):
-            submit(write, stage_dir / f"{index:05d}.png", frame, ids, writer)
-            count += 1
+        for tracked in tracker.track_masks(frames, masks):
+            submit(write, stage_dir / f"{tracked.index:05d}.png", tracked.frame, tracked.ids,
+                   writer)
+            sure.append(f"{tracked.index},{tracked.confidence:.4f}\n")
             bar.update()
-    return TrackSummary(Path(out_dir), count, time.perf_counter() - started)
+        (stage_dir / "confidence.csv").write_text("frame,confidence\n" + "".join(sure))
+    return TrackSummary(Path(out_dir), len(sure), time.perf_counter() - started)
 
 
 def track_points_to_dir(

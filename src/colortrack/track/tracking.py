@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from colortrack.config import DEFAULT_METHOD, METHODS, PropagationConfig
-from colortrack.data.annotations import read_masks, write_mask
+from colortrack.data.annotations import mask_files, read_masks, write_mask
 from colortrack.data.keypoints import (
     Keypoints,
     check_in_image,
@@ -212,11 +212,16 @@ class Tracker:
             return one_hot(ids)
 
         later = {i: one_hot(m) for i, m in given.items() if i > 0}
+        last = max(given)  # checked at the end: a container's frame count is only an estimate
         empty = f"{_name(video)}: the video has no frames"
+        count = 0
         for index, frame, soft in self._propagate(video, labels_of, empty, later):
             with stage("argmax"):
                 ids = given[index] if index in given else lookup[argmax_channels(soft)]
+            count = index + 1
             yield index, frame, ids
+        if last >= count:
+            raise _past_end(masks if path else source, last, count)
 
     def track(
         self, video: Video, masks: np.ndarray | str | Path | Mapping[int, np.ndarray]
@@ -304,6 +309,14 @@ class TrackSummary:
 OVERLAY = {"preset": "superfast", "tune": "zerolatency"}
 
 _OUTPUTS = re.compile(r"^(\d{5}\.png|overlay\.mp4|points\.json|points\.csv)$")
+
+
+def _past_end(source: object, index: int, length: int) -> ColortrackError:
+    """The error for a mask of a frame the video does not have, naming the mask's file."""
+    name = mask_files(source).get(index) if isinstance(source, Path | str) and Path(
+        source).is_dir() else source
+    return ColortrackError(f"{name}: a mask for frame {index}, past the video's end "
+                           f"(frames 0-{length - 1})")
 
 
 def is_tracking_output(name: str) -> bool:

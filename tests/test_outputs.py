@@ -16,7 +16,7 @@ from PIL import Image
 
 from colortrack.data.annotations import write_mask
 from colortrack.data.outputs import MANIFEST, locked, output_folder, write_behind
-from tests.conftest import cli, moving_texture, tmpfs, write_video
+from tests.conftest import cli, moving_texture, recorded, tmpfs, write_video
 
 H, W = 48, 64
 
@@ -31,12 +31,6 @@ def hidden(folder: Path) -> list[Path]:
     """Staging folders, lock files and unfinished writes left under `folder` (the manifest of
     what a run wrote is meant to stay)."""
     return [p for p in folder.rglob(".*") if p.name != MANIFEST]
-
-
-def recorded(out: Path, *names: str) -> None:
-    """Record `names` in `out`'s manifest, as the earlier run that wrote them would have."""
-    listed = (out / MANIFEST).read_text().split() if (out / MANIFEST).exists() else []
-    (out / MANIFEST).write_text("".join(f"{n}\n" for n in sorted({*listed, *names})))
 
 
 def track(clip: tuple[Path, Path], out: Path, *options: object) -> list[object]:

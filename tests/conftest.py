@@ -131,3 +131,10 @@ def tmpfs(folder: Path, size: str) -> Iterator[Path]:
     finally:
         subprocess.run(["umount", str(folder)], check=True)
 
+
+def recorded(out: Path, *names: str) -> None:
+    """Record `names` in `out`'s manifest, as the earlier run that wrote them would have."""
+    from colortrack.data.outputs import MANIFEST
+
+    listed = (out / MANIFEST).read_text().split() if (out / MANIFEST).exists() else []
+    (out / MANIFEST).write_text("".join(f"{n}\n" for n in sorted({*listed, *names})))

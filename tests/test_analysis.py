@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from colortrack.cli import main
+from colortrack.data.outputs import MANIFEST
 from colortrack.eval.analysis import analyze, by_attribute, read_attributes, score_predictions
 
 from .test_davis import davis, lose_object_2, write_predictions  # noqa: F401 (fixture)
@@ -42,7 +43,7 @@ def test_report_is_written_whole_and_offline(predictions, tmp_path):
     assert html.count("data:image/jpeg;base64") == 6  # 3 worst frames of each sequence
     assert "http" not in html.replace("http-equiv", "")  # nothing fetched when opened
     assert {p.name for p in (tmp_path / "report").iterdir()} == {
-        "report.html", "over_time.png", "attributes.png", "colorization.png"}
+        "report.html", "over_time.png", "attributes.png", "colorization.png", MANIFEST}
     assert main(["analyze", str(lossy), "--root", str(root), "--out",
                  str(tmp_path / "report"), "--no-colorize"]) == 1  # not over it unasked
 

@@ -4,15 +4,21 @@ Skipped where Flask, Playwright or Chromium is missing, unless COLORTRACK_REQUIR
 installs them and sets it, so there the test cannot silently skip).
 """
 
+import io
 import os
+import re
 import shutil
-import threading
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from colortrack.data.annotations import read_mask
+from colortrack.data.outputs import MANIFEST
 from colortrack.demo import demo_clip, score
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -37,21 +43,26 @@ if _missing():
     pytest.skip(_missing(), allow_module_level=True)
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
-from werkzeug.serving import make_server  # noqa: E402
 
-from colortrack.app import Session, create_app  # noqa: E402
-from colortrack.track.tracking import make_propagator  # noqa: E402
+from tests.app_server import Served  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def served():
-    """The app on a free localhost port, with an empty session (the page opens the video)."""
-    session = Session(make_propagator("model"))
-    server = make_server("127.0.0.1", 0, create_app(session), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/", session
-    server.shutdown()
+def served(tmp_path_factory):
+    """`colortrack app` as a user starts it, in a folder of their own (which the page may
+    use); the page opens the URL it prints. Stopping it leaves no upload behind."""
+    base, temp = tmp_path_factory.mktemp("videos"), tmp_path_factory.mktemp("temp")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "colortrack", "app", "--method", "model", "--port", "0"],
+        cwd=base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TMPDIR": str(temp)})
+    line = process.stdout.readline()
+    found = re.search(r"(http://127\.0\.0\.1:(\d+)/\?token=(\S+))", line)
+    assert found, (line, process.poll())
+    yield found[1], base, Served(None, int(found[2]), found[3])
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0, process.stderr.read()
+    assert not list(temp.iterdir()), "an upload outlived the server"
 
 
 @pytest.fixture(scope="module")
@@ -77,21 +88,25 @@ def drag_box(page, box):
     page.mouse.up()
 
 
-def test_bad_input_gets_a_message_on_the_page(page, tmp_path):
-    (tmp_path / "notes.txt").write_text("not a video")
-    page.fill("#path", str(tmp_path / "notes.txt"))
+def test_bad_input_gets_a_message_on_the_page(page, served, tmp_path):
+    assert page.url.endswith("/") and "token" not in page.url  # kept as a cookie instead
+    expect(page.locator("#method")).to_contain_text("method: model")
+    (served[1] / "notes.txt").write_text("not a video")
+    page.fill("#path", "notes.txt")
     page.click("#open")
     expect(page.locator("#message")).to_have_class("error")
     expect(page.locator("#message")).to_contain_text("notes.txt")
-    page.fill("#export-folder", str(tmp_path / "out"))
+    page.fill("#path", str(tmp_path))  # outside the folder the app was started in
+    page.click("#open")
+    expect(page.locator("#message")).to_contain_text("outside the folders this app may use")
+    page.fill("#export-folder", "out")
     page.click("#export")
     expect(page.locator("#message")).to_contain_text("propagate first")
 
 
-def test_box_propagate_export_tracks_the_demo_dog(page, served, tmp_path, monkeypatch):
+def test_box_propagate_export_tracks_the_demo_dog(page, served, tmp_path):
     video, truth = demo_clip()
-    monkeypatch.chdir(tmp_path)  # paths typed in the page are relative to the server's folder
-    shutil.copy(video, "dog.mp4")
+    shutil.copy(video, served[1] / "dog.mp4")  # paths typed are relative to the app's folder
     page.fill("#path", "dog.mp4")
     page.click("#open")
     expect(page.locator("#message")).to_contain_text("opened")
@@ -102,11 +117,14 @@ def test_box_propagate_export_tracks_the_demo_dog(page, served, tmp_path, monkey
     box = (xs.min() - 8, ys.min() - 8, xs.max() + 8, ys.max() + 8)
     drag_box(page, box)
     expect(page.locator("#message")).to_contain_text("mask proposed", timeout=30_000)
-    assert 0 in served[1].masks
+    assert served[2].state()["annotated"] == [0]
 
     page.click("#propagate")
+    expect(page.locator("#export")).to_be_disabled()  # while it propagates
+    expect(page.locator("#progress-label")).to_contain_text("left")  # an estimate of the rest
     expect(page.locator("#message")).to_contain_text("tracked", timeout=120_000)
-    out = tmp_path / "dog-masks"
+    expect(page.locator("#export")).to_be_enabled()
+    out = served[1] / "dog-masks"
     page.fill("#export-folder", "dog-masks")
     page.click("#export")
     expect(page.locator("#message")).to_contain_text("exported 30 frames", timeout=60_000)
@@ -137,7 +155,8 @@ def test_a_correction_with_the_brush_and_points_on_frame_0(page, served, tmp_pat
     page.select_option("#object", "2")
     drag_box(page, (100, 100, 160, 140))  # a brush stroke
     expect(page.locator("#frame-label")).to_contain_text("frame 12 / 29 (annotated)")
-    assert (served[1].masks[12] == 2).sum() > 500
+    status, mask = served[2].call("GET", "/api/mask/12")
+    assert status == 200 and (np.asarray(Image.open(io.BytesIO(mask))) == 2).sum() > 500
 
     page.locator("#slider").fill("0")
     expect(page.locator("#frame-label")).to_contain_text("frame 0 /")
@@ -146,14 +165,14 @@ def test_a_correction_with_the_brush_and_points_on_frame_0(page, served, tmp_pat
         drag_box(page, (x, y, x, y))
     expect(page.locator("#message")).not_to_have_class("error")
     for _ in range(100):  # the clicks' requests are asynchronous
-        if len(served[1].points) == 2:
+        if len(served[2].state()["points"]) == 2:
             break
         page.wait_for_timeout(100)
-    assert len(served[1].points) == 2
+    assert len(served[2].state()["points"]) == 2
     page.click("#propagate-points")
     expect(page.locator("#message")).to_contain_text("tracked", timeout=120_000)
-    page.fill("#export-folder", str(tmp_path / "points"))
+    page.fill("#export-folder", "points")
     page.click("#export")
     expect(page.locator("#message")).to_contain_text("exported 30 frames")
-    assert {p.name for p in (tmp_path / "points").iterdir()} == {
-        "points.json", "points.csv", "overlay.mp4"}
+    assert {p.name for p in (served[1] / "points").iterdir()} == {
+        "points.json", "points.csv", "overlay.mp4", MANIFEST}

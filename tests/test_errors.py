@@ -28,16 +28,18 @@ from PIL import Image
 
 from colortrack.cli import main
 from colortrack.data.annotations import DAVIS_PALETTE, read_mask, write_mask
+from colortrack.data.outputs import MANIFEST
 from colortrack.errors import ColortrackError
 from colortrack.model.checkpoint import default_model_path, load_model
-from tests.conftest import cli, moving_texture, one_line, tmpfs, write_video
+from tests.conftest import cli, moving_texture, one_line, recorded, tmpfs, write_video
 
 H, W = 48, 64
 
 
 def leftovers(folder: Path) -> list[Path]:
-    """Hidden files or folders (unfinished atomic writes, staging folders) under `folder`."""
-    return [p for p in folder.rglob(".*")]
+    """Hidden files or folders (unfinished atomic writes, staging folders) under `folder`; the
+    manifest of what a run wrote is meant to stay."""
+    return [p for p in folder.rglob(".*") if p.name != MANIFEST]
 
 
 def digest(*paths: Path) -> list[str]:
@@ -206,6 +208,7 @@ def test_overwrite_replaces_earlier_results_whole_and_keeps_other_files(capsys, 
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     (out / "00099.png").write_bytes(b"an earlier, longer run")
+    recorded(out, "00099.png")
     code, err = cli(capsys, *track(clip[0], "--mask", clip[1], "--out", out))
     assert code == 1
     one_line(err, "already holds tracking outputs (00099.png, ...)", "--overwrite")

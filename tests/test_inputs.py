@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from colortrack.data.annotations import write_mask
+from colortrack.data.outputs import MANIFEST
 from tests.conftest import cli, moving_texture, one_line, write_video
 
 H, W = 48, 64
@@ -119,5 +120,5 @@ def test_bench_json_beside_the_predictions_is_kept_on_overwrite(capsys, davis, t
             "--json", out / "scores.json"]
     assert cli(capsys, *argv)[0] == 0
     assert cli(capsys, *argv, "--overwrite")[0] == 0
-    assert sorted(p.name for p in out.iterdir()) == ["scores.json", "seqa"]
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "scores.json", "seqa"]
     assert json.loads((out / "scores.json").read_text())["method"] == "identity"

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from colortrack.data.annotations import write_mask
-from colortrack.data.outputs import locked, output_folder, write_behind
-from tests.conftest import cli, moving_texture, tmpfs, write_video
+from colortrack.data.outputs import MANIFEST, locked, output_folder, write_behind
+from tests.conftest import cli, moving_texture, recorded, tmpfs, write_video
 
 H, W = 48, 64
 
@@ -28,8 +28,9 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 
 def hidden(folder: Path) -> list[Path]:
-    """Staging folders, lock files and unfinished writes left under `folder`."""
-    return list(folder.rglob(".*"))
+    """Staging folders, lock files and unfinished writes left under `folder` (the manifest of
+    what a run wrote is meant to stay)."""
+    return [p for p in folder.rglob(".*") if p.name != MANIFEST]
 
 
 def track(clip: tuple[Path, Path], out: Path, *options: object) -> list[object]:
@@ -62,13 +63,15 @@ def test_an_overwrite_replaces_the_results_as_a_whole(capsys, clip, tmp_path, ea
     """A longer earlier run's extra masks go; a folder where a mask goes is replaced."""
     out, _ = earlier
     (out / "00099.png").write_bytes(b"from a longer run")
+    recorded(out, "00099.png")
     (out / "00002.png").unlink()
     (out / "00002.png").mkdir()
     code, err = cli(capsys, *track(clip, out))
     assert code == 1 and "already holds tracking outputs" in err
     assert cli(capsys, *track(clip, out, "--overwrite"))[0] == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == [f"{i:05d}.png" for i in range(6)] + ["notes.txt", "overlay.mp4"]
+    assert names == [MANIFEST] + [f"{i:05d}.png" for i in range(6)] + [
+        "confidence.csv", "notes.txt", "overlay.mp4"]
     assert (out / "00002.png").is_file() and (out / "notes.txt").read_text() == "mine"
     assert not hidden(tmp_path)
 
@@ -82,6 +85,7 @@ def test_a_stopped_overwrite_keeps_every_earlier_result(tmp_path, stop, code) ->
     out.mkdir()
     for name in ("00000.png", "00001.png", "overlay.mp4"):
         (out / name).write_bytes(b"earlier " + name.encode())
+    recorded(out, "00000.png", "00001.png", "overlay.mp4")
     before = snapshot(out)
     command = [sys.executable, "-m", "colortrack", "-q", "track", str(video), "--mask",
                str(tmp_path / "m.png"), "--out", str(out), "--method", "flow", "--overwrite"]
@@ -187,7 +191,7 @@ def test_a_failed_benchmark_leaves_nothing_and_the_rerun_needs_no_overwrite(caps
     assert not out.exists() and not hidden(tmp_path)
     _davis(root, bad_frame=False)
     assert cli(capsys, *argv, "--json", tmp_path / "scores.json")[0] == 0
-    assert sorted(p.name for p in out.iterdir()) == ["seqa", "seqb"]
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "seqa", "seqb"]
     assert json.loads((tmp_path / "scores.json").read_text())["method"] == "identity"
 
 
@@ -203,6 +207,7 @@ def test_an_output_reached_by_a_link_is_replaced_where_it_lies(capsys, clip, tmp
     real = tmp_path / "results"
     real.mkdir()
     (real / "00000.png").write_bytes(b"earlier")
+    recorded(real, "00000.png")
     (tmp_path / "link").symlink_to(real)
     assert cli(capsys, *track(clip, tmp_path / "link", "--overwrite"))[0] == 0
     assert (tmp_path / "link").is_symlink() and (real / "overlay.mp4").is_file()
@@ -235,8 +240,10 @@ def test_a_failed_swap_keeps_every_earlier_result(capsys, clip, tmp_path) -> Non
     the error comes at the very last step, and the earlier results must survive it whole."""
     with tmpfs(tmp_path / "out", "1m") as out:
         (out / "00000.png").write_bytes(b"earlier")
+        recorded(out, "00000.png")
+        before = snapshot(out)
         code, err = cli(capsys, *track(clip, out, "--overwrite"))
         assert code == 1 and err.startswith(f"colortrack: error: {out}: cannot write (")
         assert err.count("\n") == 1
-        assert snapshot(out) == {"00000.png": hashlib.sha256(b"earlier").hexdigest()}
+        assert snapshot(out) == before
         assert not hidden(tmp_path)

@@ -37,7 +37,7 @@ from colortrack.cli import main
 from colortrack.data.annotations import write_mask
 from colortrack.data.video import VideoReader
 from colortrack.model.checkpoint import default_model_path
-from tests.conftest import color_patches, moving_texture, write_video
+from tests.conftest import color_patches, moving_texture, recorded, write_video
 
 H, W, FRAMES = 48, 64, 5
 EXAMPLES = settings(max_examples=60, deadline=None, database=None, derandomize=True,
@@ -442,6 +442,7 @@ def test_a_stop_at_any_moment(assets, delay, stop) -> None:
         out = outs / "o"
         out.mkdir()
         (out / "00000.png").write_bytes(b"earlier")
+        recorded(out, "00000.png")
         before = snapshot(workdir)
         process = subprocess.Popen(
             [sys.executable, "-m", "colortrack", "-q", "track", str(video), "--mask",

@@ -12,6 +12,7 @@ import pytest
 
 from colortrack.data.annotations import read_mask, write_mask
 from colortrack.data.keypoints import Keypoints, write_track_json
+from colortrack.data.outputs import MANIFEST
 from colortrack.errors import ColortrackError, UsageError
 from colortrack.track.tracking import (
     Tracker,
@@ -146,7 +147,7 @@ def test_track_to_dir_writes_and_protects_outputs(tmp_path: Path) -> None:
         track_to_dir(tracker, video(), first_mask(), out, progress=False)
     track_to_dir(tracker, video(), first_mask(), out, overwrite=True, progress=False)
     assert (out / "notes.txt").read_text() == "mine"
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [MANIFEST]
 
 
 def test_import_colortrack_is_light() -> None:

@@ -230,7 +230,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_app(args: argparse.Namespace) -> int:
     from colortrack.app import serve
 
-    serve(_propagator(args), args.video, host=args.host, port=args.port)
+    serve(_propagator(args), args.video, host=args.host, port=args.port,
+          max_upload_mb=args.max_upload_mb)
     return 0
 
 
@@ -291,7 +292,9 @@ def _add_app(sub: Any) -> None:
     p.add_argument("video", nargs="?", help="video file or folder of frames to open")
     p.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
     p.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1, this "
-                   "machine only)")
+                   "machine only; any other warns, and the token is still needed)")
+    p.add_argument("--max-upload-mb", type=float, default=512, metavar="MB",
+                   help="largest video the page may upload (default: 512)")
     _add_method(p)
 
 

@@ -98,14 +98,32 @@ def one_hot(ids: np.ndarray, num_objects: int | None = None) -> np.ndarray:
     return (ids[None] == np.arange(k + 1, dtype=ids.dtype)[:, None, None]).astype(np.float32)
 
 
+def mask_files(folder: str | Path) -> dict[int, Path]:
+    """A mask folder's PNGs by frame index; a PNG not named by a frame number (00042.png, or
+    42.png) or a second name for one frame is an error naming the file. Other files (notes)
+    and dot files (unfinished writes) are left alone."""
+    found: dict[int, Path] = {}
+    for path in sorted(Path(folder).iterdir()):
+        if path.name.startswith(".") or path.suffix.lower() != ".png" or not path.is_file():
+            continue
+        stem = path.stem
+        if not (stem.isascii() and stem.isdecimal()):  # '²' is a digit to str.isdigit, not int
+            raise ColortrackError(f"{path}: a mask in a folder is named by its frame index "
+                                  "(00000.png, 00042.png, ...); rename or move this file")
+        if int(stem) in found:
+            raise ColortrackError(f"{path}: names frame {int(stem)}, as "
+                                  f"{found[int(stem)].name} does; keep one of them")
+        found[int(stem)] = path
+    return found
+
+
 def read_masks(source: str | Path) -> dict[int, np.ndarray]:
     """Masks by frame index: one file is frame 0's; a folder holds DAVIS-style PNGs named by
     frame index (00000.png, 00042.png, ...), of which 00000.png is required."""
     path = Path(source)
     if not path.is_dir():
         return {0: read_mask(path)}
-    named = {p: p.stem for p in path.iterdir() if p.suffix.lower() == ".png" and p.is_file()}
-    masks = {int(stem): read_mask(p) for p, stem in named.items() if stem.isdigit()}
+    masks = {index: read_mask(file) for index, file in mask_files(path).items()}
     if 0 not in masks:
         raise ColortrackError(f"{path}: a mask folder needs frame 0's mask (00000.png; other "
                               "masks are named by their frame index, as 00042.png)")

@@ -6,6 +6,11 @@ SIGTERM before that leaves the target as it was; old results stay until the new 
 complete. Entries of the target that the command does not write (a user's notes) are carried
 into the new folder as hard links, so nothing the run did not write is ever lost.
 
+The new folder keeps the old one's mode (setgid bit included), owner, group and extended
+attributes (ACLs among them), as far as the system lets this user set them. A manifest,
+`.colortrack-manifest`, lists the entries the command wrote: `--overwrite` removes only those
+of an earlier run, never a user's file or folder that happens to bear a name the command uses.
+
 An advisory lock (`flock` on `.<name>.colortrack-lock` beside the target) keeps a second
 writer out with a one-line error instead of letting two runs interleave.
 """
@@ -20,6 +25,7 @@ import os
 import queue
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -138,6 +144,38 @@ def swap_in(stage: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+MANIFEST = ".colortrack-manifest"
+
+
+def _manifest(folder: Path) -> set[str]:
+    """The entries an earlier run recorded writing into `folder` (none if it has no record)."""
+    try:
+        return set((folder / MANIFEST).read_text(encoding="utf-8").splitlines())
+    except (OSError, UnicodeError):
+        return set()
+
+
+def _keep_attributes(old: Path | None, new: Path) -> None:
+    """Give `new` the mode, owner, group and extended attributes of `old` (where this user may
+    set them), or, for a first output, the usual mode (and the setgid bit a parent passed on)."""
+    made = os.stat(new)
+    if old is None:
+        os.chmod(new, (0o777 & ~_umask()) | (made.st_mode & stat.S_ISGID))
+        return
+    was = os.stat(old)
+    if (was.st_uid, was.st_gid) != (made.st_uid, made.st_gid):
+        with contextlib.suppress(OSError):  # a group this user is not in, another owner
+            os.chown(new, was.st_uid, was.st_gid)
+    os.chmod(new, stat.S_IMODE(was.st_mode))  # after chown, which clears the setgid bit
+    try:
+        names = os.listxattr(old)
+    except OSError:  # the file system has none
+        return
+    for name in names:
+        with contextlib.suppress(OSError):  # e.g. security.* needing privileges
+            os.setxattr(new, name, os.getxattr(old, name))
+
+
 def _stale(target: Path) -> list[Path]:
     """Staging folders of runs that were killed outright (only called under the lock)."""
     prefix = _hidden(target, "")
@@ -151,9 +189,11 @@ def output_folder(
 ) -> Iterator[Path]:
     """Lock `target`, yield an empty staging folder beside it, and swap it in on success.
 
-    Entries for which `ours(name)` holds are this command's earlier results: they need
-    `overwrite`, and are replaced as a whole. Other entries are carried over untouched. On any
-    failure the staging folder goes, and so do the parents of `target` this call created.
+    Entries for which `ours(name)` holds and that the folder's manifest lists are this
+    command's earlier results: they need `overwrite`, and are replaced as a whole. An entry
+    `ours` would claim but that no manifest lists is the user's: it is refused, never replaced.
+    Other entries are carried over untouched. On any failure the staging folder goes, and so
+    do the parents of `target` this call created.
     """
     target = Path(target)
     if target.is_symlink():  # the swap must replace the folder it names, not the link
@@ -183,6 +223,11 @@ def _build(target: Path, overwrite: bool, ours: Callable[[str], bool], what: str
         entries = sorted(p.name for p in target.iterdir()) if target.is_dir() else []
     except OSError as error:
         raise ColortrackError(f"{target}: cannot use as output folder ({reason(error)})") from None
+    recorded = _manifest(target)
+    theirs = [n for n in entries if ours(n) and n not in recorded]
+    if theirs:
+        raise ColortrackError(f"{target / theirs[0]}: was not written by colortrack (no record "
+                              f"in {MANIFEST}); move it away or choose another output")
     earlier = [n for n in entries if ours(n)]
     if earlier and not overwrite:
         raise ColortrackError(f"{target}: already holds {what} ({earlier[0]}, ...); pass "
@@ -196,11 +241,18 @@ def _build(target: Path, overwrite: bool, ours: Callable[[str], bool], what: str
         raise ColortrackError(f"{target}: cannot use as output folder ({reason(error)})") from None
     try:
         yield stage
+        written = {p.name for p in stage.iterdir()}
         for name in entries:
-            if not ours(name) and not (stage / name).exists():
-                _link_tree(target / name, stage / name)
-        with contextlib.suppress(OSError):
-            os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes 0700; outputs get the usual
+            if name == MANIFEST or ours(name):
+                continue
+            if name in written:  # a name `ours` did not claim: the entry stays the user's
+                raise ColortrackError(f"{target / name}: was not written by colortrack; move "
+                                      "it away or choose another output")
+            _link_tree(target / name, stage / name)
+        # Earlier runs' entries that are carried stay recorded: a later run may replace them.
+        record = sorted((written | (recorded & set(entries))) - {MANIFEST})
+        (stage / MANIFEST).write_text("".join(f"{n}\n" for n in record), encoding="utf-8")
+        _keep_attributes(target if target.is_dir() else None, stage)  # mkdtemp makes 0700
         swap_in(stage, target)
     except BaseException as error:
         shutil.rmtree(stage, ignore_errors=True)

@@ -50,9 +50,15 @@ class VideoInfo:
     num_frames: int | None
 
 
-def natural_key(name: str) -> list[Any]:
-    """Sort key putting 'f2' before 'f10' (digit runs compare as numbers)."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+def natural_key(name: str) -> tuple[list[Any], str]:
+    """Sort key putting 'f2' before 'f10': runs of ASCII digits compare as numbers, the rest
+    case-folded, then the name itself (so 'f01' and 'f1' still have one order).
+
+    Only ASCII digits count: `str.isdigit` is also true of '²' or '١', which `int` refuses or
+    reads differently, and any Unicode name must sort without an error.
+    """
+    parts = re.split(r"([0-9]+)", name)  # odd positions hold the digit runs
+    return [int(p) if i % 2 else p.casefold() for i, p in enumerate(parts)], name
 
 
 def _frame_files(folder: Path) -> list[Path]:

@@ -248,9 +248,13 @@ def worst_frames(root: str | Path, predictions: Path, sequence: str, values: np.
     return out
 
 
+# What `analyze` writes: the page and its plots (a user's own PNGs in OUT are not ours).
+REPORT_FILES = frozenset({"report.html", "over_time.png", "attributes.png", "colorization.png",
+                          "keypoints.png"})
+
+
 def _report_file(name: str) -> bool:
-    """What `analyze` writes: the page and its plots."""
-    return name == "report.html" or name.endswith(".png")
+    return name in REPORT_FILES
 
 
 def analyze(root: str | Path, predictions: list[str | Path], out: str | Path, *,

@@ -29,6 +29,16 @@ from colortrack.errors import ColortrackError
 from colortrack.track.protocol import LabelPropagator
 
 
+class PastEnd(ColortrackError):
+    """Labels given for a frame the video does not have (found when the video ends: a
+    container's frame count is only an estimate)."""
+
+    def __init__(self, index: int, length: int) -> None:
+        super().__init__(f"labels are given for frame {index}, but the video has {length} "
+                         "frames")
+        self.index, self.length = index, length
+
+
 def merge(forward: Any, backward: Any, t: int, start: int, end: int) -> Any:
     """Frame t's labels from the copies forwards from `start` and backwards from `end`."""
     weight = (end - t) / (end - start)
@@ -172,8 +182,7 @@ def two_way(
                 ahead.append(cells)
             item = stream.pull()
             if item is None:
-                raise ColortrackError(f"labels are given for frame {end}, but the video has "
-                                      f"{stream.index + 1} frames")
+                raise PastEnd(end, stream.index + 1)
             frame, head = item
             cells0 = propagator.to_cells(given[end])
             backwards = (kept[i][1] for i in range(len(kept) - 1, -1, -1))

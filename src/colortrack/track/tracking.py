@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from colortrack.config import DEFAULT_METHOD, METHODS, PropagationConfig
-from colortrack.data.annotations import read_masks, write_mask
+from colortrack.data.annotations import mask_files, read_masks, write_mask
 from colortrack.data.keypoints import (
     Keypoints,
     check_in_image,
@@ -34,7 +34,7 @@ from colortrack.data.video import VideoReader, prefetch
 from colortrack.data.video_writer import VideoWriter
 from colortrack.errors import ColortrackError, UsageError
 from colortrack.stages import stage
-from colortrack.track.corrections import two_way
+from colortrack.track.corrections import PastEnd, two_way
 from colortrack.track.heatmaps import decode_heatmaps, heatmaps
 from colortrack.track.protocol import LabelPropagator
 from colortrack.track.visualize import draw_points, overlay_mask
@@ -210,10 +210,13 @@ class Tracker:
 
         later = {i: one_hot(m) for i, m in given.items() if i > 0}
         empty = f"{_name(video)}: the video has no frames"
-        for index, frame, soft, sure in self._propagate(video, labels_of, empty, later):
-            with stage("argmax"):
-                ids = given[index] if index in given else lookup[argmax_channels(soft)]
-            yield TrackedFrame(index, frame, ids, sure)
+        try:
+            for index, frame, soft, sure in self._propagate(video, labels_of, empty, later):
+                with stage("argmax"):
+                    ids = given[index] if index in given else lookup[argmax_channels(soft)]
+                yield TrackedFrame(index, frame, ids, sure)
+        except PastEnd as error:
+            raise _past_end(masks if path else source, error.index, error.length) from None
 
     def track_frames(
         self, video: Video, masks: np.ndarray | str | Path | Mapping[int, np.ndarray], *,
@@ -309,6 +312,14 @@ class TrackSummary:
 OVERLAY = {"preset": "superfast", "tune": "zerolatency"}
 
 _OUTPUTS = re.compile(r"^(\d{5}\.png|overlay\.mp4|points\.json|points\.csv|confidence\.csv)$")
+
+
+def _past_end(source: object, index: int, length: int) -> ColortrackError:
+    """The error for a mask of a frame the video does not have, naming the mask's file."""
+    name = mask_files(source).get(index) if isinstance(source, Path | str) and Path(
+        source).is_dir() else source
+    return ColortrackError(f"{name}: a mask for frame {index}, past the video's end "
+                           f"(frames 0-{length - 1})")
 
 
 def is_tracking_output(name: str) -> bool:

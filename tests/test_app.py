@@ -145,6 +145,19 @@ def test_box_propagate_export_tracks_the_demo_dog(page, served, tmp_path):
     expect(page.locator("#message")).to_contain_text("already holds files")
     assert sorted(p.name for p in out.iterdir()) == before
 
+    # The strip under the timeline leads to the least confident frame; its true mask there
+    # is a correction, tracked both ways.
+    confidence = served[2].state()["confidence"]
+    worst = min(range(1, 30), key=lambda t: (confidence[t], t))
+    page.click("#worst")
+    expect(page.locator("#frame-label")).to_contain_text(f"frame {worst} /")
+    with open(truth[worst], "rb") as correction:
+        assert served[2].call("PUT", f"/api/mask/{worst}", correction.read())[0] == 200
+    page.click("#propagate")
+    expect(page.locator("#message")).to_contain_text("tracked", timeout=120_000)
+    state = served[2].state()
+    assert state["annotated"] == [0, worst] and state["confidence"][worst] == 1.0
+
 
 def test_a_correction_with_the_brush_and_points_on_frame_0(page, served, tmp_path):
     video, _ = demo_clip()

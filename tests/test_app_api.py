@@ -180,7 +180,8 @@ def test_while_propagating_open_upload_edit_and_export_are_refused(tmp_path):
         wait(app)
         state = app.state()
         assert state["frames"] == 6 and state["video"].endswith("clip.mp4")
-        assert state["progress"]["done"] == 6 and not state["progress"]["error"]
+        progress = state["progress"]
+        assert progress["done"] == progress["total"] == 12 and not progress["error"]  # embed, track
         assert sorted(app.session.results) == list(range(6))
         status, answer = app.call("POST", "/api/export", {"folder": "out"})
         assert status == 200 and answer["message"] == "exported 6 frames to out"

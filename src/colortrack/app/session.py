@@ -13,7 +13,7 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from colortrack.data.outputs import output_folder
 from colortrack.data.video import VideoReader
 from colortrack.data.video_writer import VideoWriter
 from colortrack.errors import ColortrackError, UsageError
+from colortrack.track.interactive import MaskCorrections
 from colortrack.track.tracking import LabelPropagator, Tracker, is_tracking_output
 from colortrack.track.visualize import draw_points, overlay_mask
 
@@ -53,6 +54,19 @@ def _rgb(jpeg: bytes) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
 
 
+class _Frames(Sequence[np.ndarray]):
+    """The session's JPEGs as RGB frames, decoded when read."""
+
+    def __init__(self, jpegs: list[bytes]) -> None:
+        self.jpegs = jpegs
+
+    def __len__(self) -> int:
+        return len(self.jpegs)
+
+    def __getitem__(self, index: int) -> np.ndarray:  # type: ignore[override]
+        return _rgb(self.jpegs[index])
+
+
 @dataclass
 class Progress:
     """How far the current (or last) propagation got; `started` is a monotonic time."""
@@ -62,12 +76,14 @@ class Progress:
     total: int = 0
     started: float = 0.0
     error: str | None = None
+    frame: int | None = None  # the last frame whose labels came out
 
     def report(self) -> dict[str, Any]:
         elapsed = time.monotonic() - self.started if self.running else 0.0
         eta = (elapsed / self.done * (self.total - self.done)
                if self.running and self.done > 1 else None)  # frame 0 is given, not tracked
         return {"running": self.running, "done": self.done, "total": self.total,
+                "frame": self.frame,
                 "error": self.error, "eta_s": None if eta is None else round(eta, 1)}
 
 
@@ -84,6 +100,8 @@ class Session:
     masks: dict[int, np.ndarray] = field(default_factory=dict)  # the user's, by frame
     points: list[tuple[float, float]] = field(default_factory=list)  # clicked on frame 0
     results: dict[int, bytes] = field(default_factory=dict)  # tracked ids (PNG) by frame
+    confidence: dict[int, float] = field(default_factory=dict)  # the copy's, by tracked frame
+    corrections: MaskCorrections | None = None  # the video's embeddings and tracked runs
     tracks: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
     progress: Progress = field(default_factory=Progress)
     activity: str | None = None  # "opening", "propagating" or "exporting"
@@ -129,6 +147,7 @@ class Session:
             with self.lock:
                 self.video, self.frames, self.size, self.fps = path, frames, (width, height), fps
                 self.masks, self.points, self.results, self.tracks = {}, [], {}, []
+                self.confidence, self.corrections = {}, None
                 self.progress = Progress()
         self.roots.forget_uploads(keep=path)
         return self.state()
@@ -140,6 +159,7 @@ class Session:
                     "method": self.propagator.name, "activity": self.activity,
                     "annotated": sorted(self.masks), "points": self.points,
                     "tracked": bool(self.results or self.tracks),
+                    "confidence": [self.confidence.get(i) for i in range(len(self.frames))],
                     "progress": self.progress.report()}
 
     def frame_jpeg(self, index: int) -> bytes:
@@ -275,11 +295,19 @@ class Session:
         return (self.frame(i) for i in range(len(self.frames)))
 
     def _run_masks(self, masks: dict[int, np.ndarray], _: list) -> None:
-        """Propagate the user's masks through the video; results show as they come."""
-        self.tracks, self.results = [], {}
-        for index, _frame, ids in Tracker(self.propagator).track_frames(self._frames(), masks):
-            self.results[index] = png(ids)
-            self.progress.done = index + 1
+        """Propagate the user's masks through the video, both ways from each; results show as
+        they come. The video's embeddings and each mask's runs are kept, so after a
+        correction only the frames between its neighbouring masks are tracked again."""
+        if self.corrections is None:
+            self.corrections = MaskCorrections(self.propagator, _Frames(self.frames))
+        self.corrections.set_masks(masks)
+        self.tracks = []
+        self.progress.total = self.corrections.work()
+        for done, (index, ids, sure) in enumerate(self.corrections.run(), start=1):
+            if ids is not None:
+                self.results[index], self.confidence[index] = png(ids), sure
+                self.progress.frame = index
+            self.progress.done = done
 
     def _run_points(self, _: dict, points: list[tuple[float, float]]) -> None:
         """Track the points clicked on frame 0 through the video."""
@@ -291,7 +319,8 @@ class Session:
         for index, _frame, xy, visible in run:
             tracks.append((index, xy, visible))
             self.progress.done = index + 1
-        self.results, self.tracks = {}, tracks
+        self.results, self.tracks, self.confidence = {}, tracks, {}
+        self.corrections = None  # its runs no longer match the results shown
 
     def export(self, typed: str, overwrite: bool) -> str:
         """Masks as DAVIS palette PNGs (or points as JSON and CSV) and the overlay MP4, into

@@ -99,9 +99,14 @@ def one_hot(ids: np.ndarray, num_objects: int | None = None) -> np.ndarray:
 
 
 def read_masks(source: str | Path) -> dict[int, np.ndarray]:
-    """Masks by frame index: one file is frame 0's; a folder holds DAVIS-style PNGs named by
-    frame index (00000.png, 00042.png, ...), of which 00000.png is required."""
+    """Masks by frame index: one image is frame 0's; a folder holds DAVIS-style PNGs named by
+    frame index (00000.png, 00042.png, ...), of which 00000.png is required; a COCO or
+    YouTube-VIS JSON file gives the frames it annotates (data/coco.py)."""
     path = Path(source)
+    if path.suffix.lower() == ".json" and path.is_file():
+        from colortrack.data.coco import read_annotation
+
+        return read_annotation(path)
     if not path.is_dir():
         return {0: read_mask(path)}
     named = {p: p.stem for p in path.iterdir() if p.suffix.lower() == ".png" and p.is_file()}

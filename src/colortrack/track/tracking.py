@@ -303,7 +303,21 @@ class TrackSummary:
 # for a file about 20 % larger at the same quality.
 OVERLAY = {"preset": "superfast", "tune": "zerolatency"}
 
-_OUTPUTS = re.compile(r"^(\d{5}\.png|overlay\.mp4|points\.json|points\.csv)$")
+_OUTPUTS = re.compile(r"^(\d{5}\.png|overlay\.mp4|points\.json|points\.csv|coco\.json|"
+                      r"youtube-vis\.json|points\.coco\.json|done\.json)$")
+
+# What `formats` may name: DAVIS palette PNGs (always written), and the COCO and YouTube-VIS
+# files beside them (data/coco.py; points get COCO keypoints).
+FORMATS = ("davis", "coco", "youtube-vis")
+
+
+def check_formats(formats: Iterable[str]) -> tuple[str, ...]:
+    """The formats, checked: an unknown one is a usage error."""
+    formats = tuple(formats)
+    for name in formats:
+        if name not in FORMATS:
+            raise UsageError(f"unknown format {name!r}; choose from {', '.join(FORMATS)}")
+    return formats
 
 
 def is_tracking_output(name: str) -> bool:
@@ -343,6 +357,9 @@ def _writing(
         yield staging, video, writer, submit, bar
 
 
+Finish = Callable[[Path, int], None]  # (folder being written, frames): the last file in it
+
+
 def track_to_dir(
     tracker: Tracker,
     video: Video,
@@ -351,23 +368,51 @@ def track_to_dir(
     *,
     overwrite: bool = False,
     progress: bool = True,
+    formats: Iterable[str] = ("davis",),
+    name: str | None = None,
+    finish: Finish | None = None,
 ) -> TrackSummary:
-    """Write OUT/<00000>.png palette masks at the input size and OUT/overlay.mp4."""
+    """Write OUT/<00000>.png palette masks at the input size and OUT/overlay.mp4, and with
+    `formats` OUT/coco.json and OUT/youtube-vis.json (the video called `name`, by default
+    OUT's name). `finish` writes last into the folder before it appears."""
+    formats = check_formats(formats)
     started, count = time.perf_counter(), 0
+    recorder = None
+    if {"coco", "youtube-vis"} & set(formats):
+        from colortrack.data.coco import Recorder
 
-    def write(path: Path, frame: np.ndarray, ids: np.ndarray, writer: VideoWriter) -> None:
+        recorder = Recorder()
+
+    def write(index: int, folder: Path, frame: np.ndarray, ids: np.ndarray,
+              writer: VideoWriter) -> None:
         with stage("write"):
-            write_mask(path, ids)
+            write_mask(folder / f"{index:05d}.png", ids)
+            if recorder is not None:
+                recorder.add(index, ids)
         with stage("overlay"):
             writer.write(overlay_mask(frame, ids))
 
     with _writing(video, out_dir, overwrite, progress, masks) as (
             stage_dir, frames, writer, submit, bar):
         for index, frame, ids in tracker.track_frames(frames, masks):
-            submit(write, stage_dir / f"{index:05d}.png", frame, ids, writer)
+            submit(write, index, stage_dir, frame, ids, writer)
             count += 1
             bar.update()
+        submit(_finish, stage_dir, recorder, formats, name or Path(out_dir).name, count, finish)
     return TrackSummary(Path(out_dir), count, time.perf_counter() - started)
+
+
+def _finish(folder: Path, recorder: Any, formats: tuple[str, ...], name: str, frames: int,
+            finish: Finish | None) -> None:
+    """The files made from all the masks, then the caller's (after every frame's write)."""
+    from colortrack.data.coco import write_json
+
+    if "coco" in formats:
+        write_json(folder / "coco.json", recorder.coco())
+    if "youtube-vis" in formats:
+        write_json(folder / "youtube-vis.json", recorder.youtube_vis(name))
+    if finish is not None:
+        finish(folder, frames)
 
 
 def track_points_to_dir(
@@ -378,8 +423,12 @@ def track_points_to_dir(
     *,
     overwrite: bool = False,
     progress: bool = True,
+    formats: Iterable[str] = ("davis",),
+    finish: Finish | None = None,
 ) -> TrackSummary:
-    """Write OUT/points.json, OUT/points.csv and OUT/overlay.mp4 with the skeleton drawn."""
+    """Write OUT/points.json, OUT/points.csv and OUT/overlay.mp4 with the skeleton drawn, and
+    with the `coco` format OUT/points.coco.json. `finish` writes last into the folder."""
+    formats = check_formats(formats)
     start, keypoints, later = _load_points(points)
     source = points if isinstance(points, str | Path) else "keypoints"
     started, track = time.perf_counter(), []
@@ -392,10 +441,19 @@ def track_points_to_dir(
             stage_dir, frames, writer, submit, bar):
         run = tracker.track_points_frames(frames, keypoints, start=start, source=source,
                                           later=later)
+        size = (0, 0)
         for index, frame, xy, visible in run:
             track.append((index, xy, visible))
+            size = (frame.shape[1], frame.shape[0])
             submit(draw, frame, xy, visible, writer)
             bar.update()
         write_track_json(stage_dir / "points.json", keypoints.names, keypoints.skeleton, track)
         write_track_csv(stage_dir / "points.csv", keypoints.names, track)
+        if "coco" in formats:
+            from colortrack.data.coco import coco_keypoints, write_json
+
+            write_json(stage_dir / "points.coco.json",
+                       coco_keypoints(keypoints.names, keypoints.skeleton, track, size))
+        if finish is not None:
+            submit(finish, stage_dir, len(track))
     return TrackSummary(Path(out_dir), len(track), time.perf_counter() - started)

@@ -269,8 +269,9 @@ def _youtube_vis(data: Mapping[str, Any], name: str | None) -> dict[int, np.ndar
             return {str(v.get("name")), first.parent.name}
         videos = [v for v in videos if name is not None and name in names(v)]
         if len(videos) != 1:
-            raise ColortrackError(f"holds {len(data['videos'])} videos and none is named "
-                                  f"{name!r} (by its name or its frames' folder)")
+            wanted = (f"none is named {name!r} (by its name or its frames' folder)" if name
+                      else "which to take is not said (a track-many entry's name says it)")
+            raise ColortrackError(f"holds {len(data['videos'])} videos and {wanted}")
     video = videos[0]
     anns = [a for a in sorted(data["annotations"], key=lambda a: a.get("id", 0))
             if a["video_id"] == video["id"]]

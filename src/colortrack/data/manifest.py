@@ -101,6 +101,10 @@ def _csv_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
     if header is None:
         raise ColortrackError(f"{path}: the manifest is empty")
     header = [h.strip() for h in header]
+    unknown = [h for h in header if h not in KEYS]
+    if unknown:
+        raise ColortrackError(f"{path}:1: unknown column {unknown[0]!r}; a video takes "
+                              f"{', '.join(KEYS)}")
     rows = []
     for cells in reader:
         if not any(c.strip() for c in cells):

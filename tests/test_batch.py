@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from colortrack.data.annotations import read_mask, write_mask
-from colortrack.track.batch import parse_shard, process_share
+from colortrack.track.batch import parse_shard, process_share, rank_device
 from tests.conftest import cli, moving_texture, one_line, write_video
 
 
@@ -147,10 +147,12 @@ def test_shards_split_the_manifest_by_its_order(tmp_path: Path,
     one_line(err, "2 shares would write this one file", "{share}")
 
 
-def test_share_of_a_shard_under_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_share_and_device_under_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert process_share(parse_shard("2/3")) == (5, 6)
     monkeypatch.delenv("RANK")
     monkeypatch.delenv("WORLD_SIZE")
     assert process_share(parse_shard("0/1")) == (0, 1)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert [rank_device(d) for d in ("cuda", "cuda:0", "cpu")] == ["cuda:3", "cuda:0", "cpu"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -122,6 +123,12 @@ def process_share(shard: tuple[int, int] = (0, 1)) -> tuple[int, int]:
     if not 0 <= rank_ < world_:
         raise UsageError(f"RANK {rank_} is outside WORLD_SIZE {world_}")
     return shard[0] * world_ + rank_, shard[1] * world_
+
+
+def rank_device(device: str) -> str:
+    """Under torchrun, 'cuda' means this rank's GPU (LOCAL_RANK), as training's ranks use."""
+    local = os.environ.get("LOCAL_RANK")
+    return f"cuda:{int(local)}" if device == "cuda" and local is not None else device
 
 
 def _check_settings(manifest: Path, entries: Sequence[Entry], settings: BatchSettings) -> None:
@@ -238,6 +245,7 @@ def track_many(
     if workers < 1:
         raise UsageError(f"--workers {workers}: must be at least 1")
     share = process_share(shard)
+    settings = dataclasses.replace(settings, device=rank_device(settings.device))
     if summary is not None and share[1] > 1 and "{share}" not in summary:
         raise UsageError(f"{summary}: {share[1]} shares would write this one file; put {{share}} "
                          "in its name (summary-{share}.json)")

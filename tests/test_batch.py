@@ -52,6 +52,12 @@ def assert_same_as_track(capsys: pytest.CaptureFixture[str], tmp: Path, batch: P
             np.testing.assert_array_equal(ours[frame], ids, err_msg=f"{name}/{frame}")
 
 
+def finished(out: Path) -> dict[str, int]:
+    """The videos whose results are in place, with done.json's time (hidden folders are ones
+    being written)."""
+    return {p.parent.name: p.stat().st_mtime_ns for p in out.glob("[!.]*/done.json")}
+
+
 def colortrack(*argv: object) -> list[str]:
     return [sys.executable, "-m", "colortrack", "-q", *map(str, argv)]
 
@@ -63,12 +69,19 @@ def test_killed_batch_resumes_with_only_the_missing_clips(
     run = subprocess.Popen(colortrack("track-many", manifest, "--out", out, "--method", "pixels",
                                       "--workers", 2), start_new_session=True)
     deadline = time.monotonic() + 120
-    while len(list(out.glob("*/done.json"))) < 2 and run.poll() is None:
+    while len(finished(out)) < 2 and run.poll() is None:
         assert time.monotonic() < deadline, "no clip finished"
         time.sleep(0.01)
-    os.killpg(run.pid, signal.SIGKILL)  # the pool's workers with it, as a job scheduler would
+    os.killpg(run.pid, signal.SIGKILL)  # the workers with it, as a job scheduler would
     run.wait()
-    done = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/done.json")}
+    gone = time.monotonic() + 10  # a rename in flight still completes: wait for the workers
+    while time.monotonic() < gone:
+        try:
+            os.killpg(run.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.01)
+    done = finished(out)
     assert 2 <= len(done) < 20, f"the kill came too late to test anything ({len(done)} done)"
 
     code, _ = cli(capsys, "track-many", manifest, "--out", out, "--method", "pixels",
@@ -78,8 +91,7 @@ def test_killed_batch_resumes_with_only_the_missing_clips(
     status = {v["name"]: v["status"] for v in summary["videos"]}
     assert {n for n, s in status.items() if s == "done before"} == set(done)
     assert {n for n, s in status.items() if s == "tracked"} == set(status) - set(done)
-    assert {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/done.json")
-            if p.parent.name in done} == done  # not written again
+    assert {name: t for name, t in finished(out).items() if name in done} == done  # not again
     assert sorted(p.name for p in out.iterdir()) == sorted(status)  # nothing half-written left
     assert_same_as_track(capsys, tmp_path, out, manifest.parent, sorted(status),
                          "--method", "pixels")

@@ -9,19 +9,18 @@ half-way loses at most the videos it was tracking.
 Shares are fixed by manifest order alone: share I of N takes videos I, I + N, I + 2N, ... A
 process's share combines `--shard I/N` (job arrays) with torchrun's RANK and WORLD_SIZE, so a
 video's results never depend on how the work was split. `workers` processes within a share
-take its videos in turn, the torch threads split between them.
+take its videos from a queue (track/workers.py), the torch threads split between them.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
 import dataclasses
+import functools
 import json
-import multiprocessing
+import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,8 +38,10 @@ from colortrack.track.tracking import (
     track_points_to_dir,
     track_to_dir,
 )
+from colortrack.track.workers import run_in_processes
 
 DONE = "done.json"
+log = logging.getLogger("colortrack")
 
 
 @dataclass(frozen=True)
@@ -200,35 +201,10 @@ def track_clip(out: Path, entry: Entry, settings: BatchSettings, progress: bool)
             summary = track_to_dir(tracker, entry.video, masks, out / entry.name,
                                    name=entry.name, **options)
     except (ColortrackError, OSError, RuntimeError, ValueError, MemoryError) as error:
+        log.debug("%s failed", entry.name, exc_info=True)  # --debug: where
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         return ClipResult(entry.name, "failed", 0, time.perf_counter() - started, message)
     return ClipResult(entry.name, "tracked", summary.frames, summary.seconds)
-
-
-def _start_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-@contextlib.contextmanager
-def _runner(workers: int) -> Iterator[concurrent.futures.Executor | None]:
-    """A pool of `workers` processes, started fresh (spawn: a forked PyTorch can hang), each
-    with its part of the torch threads; None to track in this process."""
-    if workers <= 1:
-        yield None
-        return
-    import torch
-
-    threads = max(1, torch.get_num_threads() // workers)
-    with concurrent.futures.ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker, initargs=(threads,)) as pool:
-        try:
-            yield pool
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
 
 
 def track_many(
@@ -256,18 +232,25 @@ def track_many(
     results = {name: result for name, result in earlier.items() if result is not None}
     todo = [e for e in mine if e.name not in results]
     bar = tqdm(total=len(todo), unit="video", disable=not progress or not todo)
-    with bar, _runner(min(workers, len(todo))) as pool:
-        if pool is None:
+
+    def record(result: ClipResult) -> None:
+        results[result.name] = result
+        bar.set_postfix_str(result.name)
+        bar.update()
+
+    with bar:
+        if min(workers, len(todo)) <= 1:
             for entry in todo:
-                results[entry.name] = track_clip(out, entry, settings, progress)
-                bar.update()
+                record(track_clip(out, entry, settings, progress))
         else:
-            futures = {pool.submit(track_clip, out, e, settings, False): e for e in todo}
-            for future in concurrent.futures.as_completed(futures):
-                result = future.result()
-                results[result.name] = result
-                bar.set_postfix_str(result.name)
-                bar.update()
+            import torch
+
+            count = min(workers, len(todo))
+            run_in_processes(functools.partial(track_clip, out, settings=settings,
+                                               progress=False),
+                             todo, count, threads=max(1, torch.get_num_threads() // count),
+                             done=record,
+                             lost=lambda entry, why: ClipResult(entry.name, "failed", error=why))
     if "youtube-vis" in settings.formats:
         _merge_youtube_vis(out, entries)
     report = BatchReport(share, tuple(results[e.name] for e in mine))

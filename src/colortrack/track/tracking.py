@@ -353,7 +353,9 @@ def _writing(
             what="tracking outputs"))
         writer = stack.enter_context(VideoWriter(staging / "overlay.mp4", fps, **OVERLAY))
         submit = stack.enter_context(write_behind())
-        bar = stack.enter_context(tqdm(total=total, unit="frame", disable=not progress))
+        # leave=None: kept alone, gone when shown under track-many's bar of videos
+        bar = stack.enter_context(tqdm(total=total, unit="frame", disable=not progress,
+                                       leave=None))
         yield staging, video, writer, submit, bar
 
 

@@ -168,3 +168,15 @@ def test_share_and_device_under_torchrun(monkeypatch: pytest.MonkeyPatch) -> Non
     assert process_share(parse_shard("0/1")) == (0, 1)
     monkeypatch.setenv("LOCAL_RANK", "3")
     assert [rank_device(d) for d in ("cuda", "cuda:0", "cpu")] == ["cuda:3", "cuda:0", "cpu"]
+
+
+def test_coco_formats_without_pycocotools_are_refused_before_any_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest = make_clips(tmp_path / "clips", 1, 2)
+    monkeypatch.setitem(sys.modules, "pycocotools", None)  # as where it is not installed
+    for command in (["track-many", manifest], ["track", manifest.parent / "clip00.mp4",
+                                                "--mask", manifest.parent / "first.png"]):
+        code, err = cli(capsys, *command, "--out", tmp_path / "out", "--format", "coco")
+        one_line(err, "need pycocotools: pip install 'colortrack[coco]'")
+        assert not (tmp_path / "out").exists()

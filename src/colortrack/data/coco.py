@@ -39,7 +39,8 @@ CATEGORIES = [{"id": 1, "name": "object", "supercategory": "object"}]
 INFO = {"description": "colortrack masks"}
 
 
-def _mask_api() -> Any:
+def mask_api() -> Any:
+    """pycocotools' mask module; a one-line error naming the extra where it is missing."""
     try:
         from pycocotools import mask
     except ImportError:
@@ -58,12 +59,12 @@ Rle = dict[str, Any]  # {"size": [H, W], "counts": str}
 
 def encode(mask: np.ndarray) -> Rle:
     """Compressed RLE of an (H, W) bool mask, JSON-ready (`counts` a string)."""
-    rle = _mask_api().encode(np.asfortranarray(mask, dtype=np.uint8))
+    rle = mask_api().encode(np.asfortranarray(mask, dtype=np.uint8))
     return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode()}
 
 
 def _area_box(rle: Rle) -> tuple[int, list[float] | None]:
-    api = _mask_api()
+    api = mask_api()
     coded = {"size": rle["size"], "counts": rle["counts"].encode()}
     area = int(api.area(coded))
     return area, [float(v) for v in api.toBbox(coded)] if area else None
@@ -74,6 +75,7 @@ class Recorder:
     COCO and YouTube-VIS documents of the video come out at the end."""
 
     def __init__(self) -> None:
+        mask_api()  # missing: say so before any tracking
         self.frames: list[tuple[int, dict[int, Rle]]] = []
         self.size: tuple[int, int] = (0, 0)  # (height, width)
 
@@ -223,7 +225,7 @@ def _object_ids(annotations: Sequence[Mapping[str, Any]]) -> list[int]:
 
 def _decode(segmentation: Any, height: int, width: int) -> np.ndarray:
     """A polygon list or an RLE (compressed or not) as an (H, W) bool mask."""
-    api = _mask_api()
+    api = mask_api()
     if isinstance(segmentation, list):
         rles = api.frPyObjects(segmentation, height, width)
         rle = api.merge(rles) if isinstance(rles, list) else rles

@@ -217,7 +217,10 @@ def track_many(
     every video of the manifest is done. `summary` names a JSON file for the report; where
     the manifest is shared, `{share}` in it becomes the share's number."""
     manifest, out = Path(manifest), Path(out)
-    check_formats(settings.formats)
+    if set(check_formats(settings.formats)) - {"davis"}:
+        from colortrack.data.coco import mask_api
+
+        mask_api()  # missing: say so before any video fails for it
     if workers < 1:
         raise UsageError(f"--workers {workers}: must be at least 1")
     share = process_share(shard)

@@ -21,13 +21,27 @@ from tests.test_batch import make_clips, masks_of  # noqa: E402
 
 @pytest.fixture
 def tracked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
-    """A batch of two clips tracked with every format: OUT/clip0N/ and OUT/youtube-vis.json."""
+    """A batch of two clips tracked with every format, and points on one of them: OUT/clip0N/,
+    OUT/points/ and OUT/youtube-vis.json."""
     manifest = make_clips(tmp_path / "clips", 2, 4)
+    write_points(tmp_path / "clips" / "points.json")
+    with manifest.open("a") as file:
+        file.write(json.dumps({"video": "clip00.mp4", "annotation": "points.json",
+                               "name": "points"}) + "\n")
     out = tmp_path / "out"
     code, err = cli(capsys, "track-many", manifest, "--out", out, "--method", "pixels",
                     "--format", "coco", "--format", "youtube-vis")
     assert code == 0, err
+    assert sorted(p.name for p in (out / "points").glob("*.json")) == [
+        "done.json", "points.coco.json", "points.json"]  # YouTube-VIS is for masks
     return out
+
+
+def write_points(path: Path) -> Path:
+    path.write_text(json.dumps({
+        "format": "colortrack-keypoints/1", "names": ["a", "b"], "skeleton": [[0, 1]],
+        "frames": [{"frame": 0, "points": [[20.0, 15.0, 1], [40.0, 30.0, 0]]}]}))
+    return path
 
 
 def test_pycocotools_decodes_our_coco_file_to_our_masks(tracked: Path) -> None:
@@ -129,13 +143,13 @@ def test_polygons_and_compressed_rle_read_with_their_ids(tmp_path: Path) -> None
 
 def test_points_get_coco_keypoints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     make_clips(tmp_path / "clips", 1, 3)
-    points = tmp_path / "points.json"
-    points.write_text(json.dumps({
-        "format": "colortrack-keypoints/1", "names": ["a", "b"], "skeleton": [[0, 1]],
-        "frames": [{"frame": 0, "points": [[20.0, 15.0, 1], [40.0, 30.0, 0]]}]}))
+    points = write_points(tmp_path / "points.json")
     code, err = cli(capsys, "track", tmp_path / "clips" / "clip00.mp4", "--points", points,
                     "--out", tmp_path / "out", "--method", "identity", "--format", "coco")
     assert code == 0, err
+    code, err = cli(capsys, "track", tmp_path / "clips" / "clip00.mp4", "--points", points,
+                    "--out", tmp_path / "vis", "--format", "youtube-vis")
+    one_line(err, "YouTube-VIS holds masks, not points")
     ours = json.loads((tmp_path / "out" / "points.json").read_text())
     coco = COCO(str(tmp_path / "out" / "points.coco.json"))
     assert coco.loadCats(1)[0]["keypoints"] == ["a", "b"]

@@ -138,9 +138,6 @@ def _check_settings(manifest: Path, entries: Sequence[Entry], settings: BatchSet
             override(PropagationConfig(), [*settings.settings, *entry.settings])
         except ColortrackError as error:
             raise UsageError(f"{manifest}:{entry.line}: {error}") from None
-        if entry.points and "youtube-vis" in settings.formats and len(settings.formats) == 1:
-            raise UsageError(f"{manifest}:{entry.line}: YouTube-VIS holds masks, and "
-                             f"{entry.annotation} is keypoints; add --format coco for points")
 
 
 def _done(out: Path, entry: Entry, settings: BatchSettings, overwrite: bool
@@ -190,7 +187,8 @@ def track_clip(out: Path, entry: Entry, settings: BatchSettings, progress: bool)
                "finish": finish}
     try:
         tracker = _tracker(settings, entry)
-        if entry.points:
+        if entry.points:  # YouTube-VIS holds masks only
+            options["formats"] = [f for f in settings.formats if f != "youtube-vis"]
             summary = track_points_to_dir(tracker, entry.video, entry.annotation,
                                           out / entry.name, **options)
         else:

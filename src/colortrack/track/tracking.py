@@ -431,6 +431,8 @@ def track_points_to_dir(
     """Write OUT/points.json, OUT/points.csv and OUT/overlay.mp4 with the skeleton drawn, and
     with the `coco` format OUT/points.coco.json. `finish` writes last into the folder."""
     formats = check_formats(formats)
+    if "youtube-vis" in formats:
+        raise UsageError("YouTube-VIS holds masks, not points; points take --format coco")
     start, keypoints, later = _load_points(points)
     source = points if isinstance(points, str | Path) else "keypoints"
     started, track = time.perf_counter(), []

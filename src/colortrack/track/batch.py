@@ -129,7 +129,11 @@ def process_share(shard: tuple[int, int] = (0, 1)) -> tuple[int, int]:
 def rank_device(device: str) -> str:
     """Under torchrun, 'cuda' means this rank's GPU (LOCAL_RANK), as training's ranks use."""
     local = os.environ.get("LOCAL_RANK")
-    return f"cuda:{int(local)}" if device == "cuda" and local is not None else device
+    if device != "cuda" or local is None:
+        return device
+    if not local.isdigit():
+        raise UsageError(f"bad LOCAL_RANK in the environment: {local!r}")
+    return f"cuda:{local}"
 
 
 def _check_settings(manifest: Path, entries: Sequence[Entry], settings: BatchSettings) -> None:

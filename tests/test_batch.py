@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from colortrack.data.annotations import read_mask, write_mask
 from colortrack.track.batch import parse_shard, process_share, rank_device
@@ -84,6 +85,18 @@ def test_killed_batch_resumes_with_only_the_missing_clips(
     done = finished(out)
     assert 2 <= len(done) < 20, f"the kill came too late to test anything ({len(done)} done)"
 
+    # The rest in this process, and the single runs, on a worker's share of the threads: a
+    # video's masks are those of `track` with as many threads (docs/usage.md).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // 2))
+    try:
+        check_the_rerun(capsys, tmp_path, manifest, out, done)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def check_the_rerun(capsys: pytest.CaptureFixture[str], tmp_path: Path, manifest: Path,
+                    out: Path, done: dict[str, int]) -> None:
     code, _ = cli(capsys, "track-many", manifest, "--out", out, "--method", "pixels",
                   "--json", tmp_path / "summary.json")
     assert code == 0

@@ -182,6 +182,7 @@ def test_bench_badja_identity(capsys, davis: Path, tmp_path: Path) -> None:
     [
         [],
         ["track"],
+        ["track-many"],
         ["eval", "davis"],
         ["bench", "davis"],
         ["bench", "badja"],
@@ -198,7 +199,8 @@ def test_every_command_has_help(capsys, command: list[str]) -> None:
 
 
 @pytest.mark.parametrize("command,kinds", [
-    (["track"], ("PropagationConfig",)), (["bench", "davis"], ("PropagationConfig",)),
+    (["track"], ("PropagationConfig",)), (["track-many"], ("PropagationConfig",)),
+    (["bench", "davis"], ("PropagationConfig",)),
     (["app"], ("PropagationConfig",)), (["train"], ("ModelConfig", "TrainConfig"))])
 def test_help_lists_every_setting_with_its_default(capsys, command, kinds) -> None:
     import dataclasses

@@ -79,18 +79,27 @@ def cmd_track(args: argparse.Namespace) -> int:
     from colortrack.track.tracking import Tracker, track_points_to_dir, track_to_dir
 
     tracker = Tracker(propagator)
-    progress = not args.quiet
+    options = {"overwrite": args.overwrite, "progress": not args.quiet,
+               "formats": args.format or ["davis"]}
     if args.mask is not None:
-        summary = track_to_dir(
-            tracker, args.video, args.mask, args.out, overwrite=args.overwrite, progress=progress
-        )
+        summary = track_to_dir(tracker, args.video, args.mask, args.out, **options)
     else:
-        summary = track_points_to_dir(
-            tracker, args.video, args.points, args.out, overwrite=args.overwrite, progress=progress
-        )
+        summary = track_points_to_dir(tracker, args.video, args.points, args.out, **options)
     rate = summary.frames / max(summary.seconds, 1e-9)
     print(f"tracked {summary.frames} frames into {summary.out_dir} ({rate:.1f} frames/s)")
     return 0
+
+
+def cmd_track_many(args: argparse.Namespace) -> int:
+    from colortrack.track.batch import BatchSettings, parse_shard, track_many
+
+    settings = BatchSettings(args.method, args.model, tuple(args.set or ()), args.device,
+                             tuple(args.format or ["davis"]))
+    report = track_many(args.manifest, args.out, settings, workers=args.workers,
+                        shard=parse_shard(args.shard), overwrite=args.overwrite,
+                        progress=not args.quiet, summary=args.json)
+    print(report.format_table())
+    return min(report.failed, 100)
 
 
 def cmd_eval_davis(args: argparse.Namespace) -> int:
@@ -308,7 +317,29 @@ def _add_tracking(sub: Any) -> None:
                        "replaces that frame's prediction and is tracked on")
     first.add_argument("--points", help="first-frame keypoints (JSON)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    _add_format(p)
     _add_method(p)
+
+    p = _add(sub, "track-many", cmd_track_many, "track every video of a manifest (resumable; "
+             "in parallel processes or shares of it); exit status: how many failed (at most "
+             "100)", _tracking_settings())
+    p.add_argument("manifest", help="JSON Lines (.jsonl) or CSV: video, annotation, optional "
+                   "name and set per line (docs/usage.md)")
+    p.add_argument("--out", required=True, metavar="DIR", help="results go to DIR/NAME/")
+    p.add_argument("--workers", type=int, default=1, help="processes on this machine "
+                   "(default: 1; they share the torch threads)")
+    p.add_argument("--shard", default="0/1", metavar="I/N", help="track share I of N (0-based; "
+                   "job arrays), split again among torchrun's ranks")
+    p.add_argument("--json", metavar="FILE", help="also write the summary as JSON ({share} in "
+                   "the name becomes the share's number)")
+    _add_format(p)
+    _add_method(p)
+
+
+def _add_format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", action="append", choices=("davis", "coco", "youtube-vis"),
+                        default=None, help="results besides the PNGs (repeatable): coco "
+                        "(coco.json; points.coco.json for points), youtube-vis (youtube-vis.json)")
 
 
 def _add_davis_options(parser: argparse.ArgumentParser) -> None:
@@ -438,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Arguments naming files a command reads, and those naming what it writes.
 _INPUTS = ("video", "mask", "points", "model", "reference", "root", "davis_root", "predictions",
-           "split", "keypoints", "badja_root")
+           "split", "keypoints", "badja_root", "manifest")
 _INPUT_LISTS = ("videos", "compare")
 _FILE_OUTPUTS = ("colorize", "embed")  # commands whose --out is a file, not a folder
 

@@ -118,9 +118,14 @@ def mask_files(folder: str | Path) -> dict[int, Path]:
 
 
 def read_masks(source: str | Path) -> dict[int, np.ndarray]:
-    """Masks by frame index: one file is frame 0's; a folder holds DAVIS-style PNGs named by
-    frame index (00000.png, 00042.png, ...), of which 00000.png is required."""
+    """Masks by frame index: one image is frame 0's; a folder holds DAVIS-style PNGs named by
+    frame index (00000.png, 00042.png, ...), of which 00000.png is required; a COCO or
+    YouTube-VIS JSON file gives the frames it annotates (data/coco.py)."""
     path = Path(source)
+    if path.suffix.lower() == ".json" and path.is_file():
+        from colortrack.data.coco import read_annotation
+
+        return read_annotation(path)
     if not path.is_dir():
         return {0: read_mask(path)}
     masks = {index: read_mask(file) for index, file in mask_files(path).items()}

@@ -311,7 +311,8 @@ class TrackSummary:
 # for a file about 20 % larger at the same quality.
 OVERLAY = {"preset": "superfast", "tune": "zerolatency"}
 
-_OUTPUTS = re.compile(r"^(\d{5}\.png|overlay\.mp4|points\.json|points\.csv|confidence\.csv)$")
+_OUTPUTS = re.compile(r"^(\d{5}\.png|overlay\.mp4|points\.json|points\.csv|confidence\.csv|"
+                      r"coco\.json|youtube-vis\.json|points\.coco\.json|done\.json)$")
 
 
 def _past_end(source: object, index: int, length: int) -> ColortrackError:
@@ -320,6 +321,20 @@ def _past_end(source: object, index: int, length: int) -> ColortrackError:
         source).is_dir() else source
     return ColortrackError(f"{name}: a mask for frame {index}, past the video's end "
                            f"(frames 0-{length - 1})")
+
+
+# What `formats` may name: DAVIS palette PNGs (always written), and the COCO and YouTube-VIS
+# files beside them (data/coco.py; points get COCO keypoints).
+FORMATS = ("davis", "coco", "youtube-vis")
+
+
+def check_formats(formats: Iterable[str]) -> tuple[str, ...]:
+    """The formats, checked: an unknown one is a usage error."""
+    formats = tuple(formats)
+    for name in formats:
+        if name not in FORMATS:
+            raise UsageError(f"unknown format {name!r}; choose from {', '.join(FORMATS)}")
+    return formats
 
 
 def is_tracking_output(name: str) -> bool:
@@ -355,8 +370,13 @@ def _writing(
             what="tracking outputs"))
         writer = stack.enter_context(VideoWriter(staging / "overlay.mp4", fps, **OVERLAY))
         submit = stack.enter_context(write_behind())
-        bar = stack.enter_context(tqdm(total=total, unit="frame", disable=not progress))
+        # leave=None: kept alone, gone when shown under track-many's bar of videos
+        bar = stack.enter_context(tqdm(total=total, unit="frame", disable=not progress,
+                                       leave=None))
         yield staging, video, writer, submit, bar
+
+
+Finish = Callable[[Path, int], None]  # (folder being written, frames): the last file in it
 
 
 def track_to_dir(
@@ -367,26 +387,54 @@ def track_to_dir(
     *,
     overwrite: bool = False,
     progress: bool = True,
+    formats: Iterable[str] = ("davis",),
+    name: str | None = None,
+    finish: Finish | None = None,
 ) -> TrackSummary:
     """Write OUT/<00000>.png palette masks at the input size, OUT/overlay.mp4 and
-    OUT/confidence.csv (how sure the copy is of each frame: the lowest is the one to correct)."""
+    OUT/confidence.csv (how sure the copy is of each frame: the lowest is the one to correct),
+    and with `formats` OUT/coco.json and OUT/youtube-vis.json (the video called `name`, by
+    default OUT's name). `finish` writes last into the folder before it appears."""
+    formats = check_formats(formats)
     started, sure = time.perf_counter(), []
+    recorder = None
+    if {"coco", "youtube-vis"} & set(formats):
+        from colortrack.data.coco import Recorder
 
-    def write(path: Path, frame: np.ndarray, ids: np.ndarray, writer: VideoWriter) -> None:
+        recorder = Recorder()
+
+    def write(index: int, folder: Path, frame: np.ndarray, ids: np.ndarray,
+              writer: VideoWriter) -> None:
         with stage("write"):
-            write_mask(path, ids)
+            write_mask(folder / f"{index:05d}.png", ids)
+            if recorder is not None:
+                recorder.add(index, ids)
         with stage("overlay"):
             writer.write(overlay_mask(frame, ids))
 
     with _writing(video, out_dir, overwrite, progress, masks) as (
             stage_dir, frames, writer, submit, bar):
         for tracked in tracker.track_masks(frames, masks):
-            submit(write, stage_dir / f"{tracked.index:05d}.png", tracked.frame, tracked.ids,
-                   writer)
+            submit(write, tracked.index, stage_dir, tracked.frame, tracked.ids, writer)
             sure.append(f"{tracked.index},{tracked.confidence:.4f}\n")
             bar.update()
         (stage_dir / "confidence.csv").write_text("frame,confidence\n" + "".join(sure))
+        submit(_finish, stage_dir, recorder, formats, name or Path(out_dir).name, len(sure),
+               finish)
     return TrackSummary(Path(out_dir), len(sure), time.perf_counter() - started)
+
+
+def _finish(folder: Path, recorder: Any, formats: tuple[str, ...], name: str, frames: int,
+            finish: Finish | None) -> None:
+    """The files made from all the masks, then the caller's (after every frame's write)."""
+    from colortrack.data.coco import write_json
+
+    if "coco" in formats:
+        write_json(folder / "coco.json", recorder.coco())
+    if "youtube-vis" in formats:
+        write_json(folder / "youtube-vis.json", recorder.youtube_vis(name))
+    if finish is not None:
+        finish(folder, frames)
 
 
 def track_points_to_dir(
@@ -397,8 +445,14 @@ def track_points_to_dir(
     *,
     overwrite: bool = False,
     progress: bool = True,
+    formats: Iterable[str] = ("davis",),
+    finish: Finish | None = None,
 ) -> TrackSummary:
-    """Write OUT/points.json, OUT/points.csv and OUT/overlay.mp4 with the skeleton drawn."""
+    """Write OUT/points.json, OUT/points.csv and OUT/overlay.mp4 with the skeleton drawn, and
+    with the `coco` format OUT/points.coco.json. `finish` writes last into the folder."""
+    formats = check_formats(formats)
+    if "youtube-vis" in formats:
+        raise UsageError("YouTube-VIS holds masks, not points; points take --format coco")
     start, keypoints, later = _load_points(points)
     source = points if isinstance(points, str | Path) else "keypoints"
     started, track = time.perf_counter(), []
@@ -411,10 +465,19 @@ def track_points_to_dir(
             stage_dir, frames, writer, submit, bar):
         run = tracker.track_points_frames(frames, keypoints, start=start, source=source,
                                           later=later)
+        size = (0, 0)
         for index, frame, xy, visible in run:
             track.append((index, xy, visible))
+            size = (frame.shape[1], frame.shape[0])
             submit(draw, frame, xy, visible, writer)
             bar.update()
         write_track_json(stage_dir / "points.json", keypoints.names, keypoints.skeleton, track)
         write_track_csv(stage_dir / "points.csv", keypoints.names, track)
+        if "coco" in formats:
+            from colortrack.data.coco import coco_keypoints, write_json
+
+            write_json(stage_dir / "points.coco.json",
+                       coco_keypoints(keypoints.names, keypoints.skeleton, track, size))
+        if finish is not None:
+            submit(finish, stage_dir, len(track))
     return TrackSummary(Path(out_dir), len(track), time.perf_counter() - started)

@@ -159,7 +159,7 @@ def cmd_bench_jhmdb(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from colortrack.training.train import run
 
-    out = run(
+    summary = run(
         args.videos,
         preset=args.preset,
         out=args.out,
@@ -172,7 +172,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
     )
-    print(f"training run in {out}")
+    print(summary.text())
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -36,6 +37,8 @@ from colortrack.errors import ColortrackError, UsageError
 from colortrack.stages import stage
 from colortrack.track.heatmaps import decode_heatmaps, heatmaps
 from colortrack.track.visualize import draw_points, overlay_mask
+
+log = logging.getLogger(__name__)
 
 Video = str | Path | Iterable[np.ndarray]
 
@@ -296,6 +299,7 @@ class TrackSummary:
     out_dir: Path
     frames: int
     seconds: float
+    vanished: int | None = None  # the first frame of an empty tail, after a non-empty frame 0
 
 
 # The overlay is a preview written beside the masks: x264's superfast preset, tuned for zero
@@ -352,8 +356,9 @@ def track_to_dir(
     overwrite: bool = False,
     progress: bool = True,
 ) -> TrackSummary:
-    """Write OUT/<00000>.png palette masks at the input size and OUT/overlay.mp4."""
-    started, count = time.perf_counter(), 0
+    """Write OUT/<00000>.png palette masks at the input size and OUT/overlay.mp4; warn when
+    the mask vanishes (every frame empty from some frame to the end)."""
+    started, count, last_seen = time.perf_counter(), 0, 0
 
     def write(path: Path, frame: np.ndarray, ids: np.ndarray, writer: VideoWriter) -> None:
         with stage("write"):
@@ -366,8 +371,14 @@ def track_to_dir(
         for index, frame, ids in tracker.track_frames(frames, masks):
             submit(write, stage_dir / f"{index:05d}.png", frame, ids, writer)
             count += 1
+            last_seen = index if ids.any() else last_seen
             bar.update()
-    return TrackSummary(Path(out_dir), count, time.perf_counter() - started)
+    vanished = last_seen + 1 if last_seen + 1 < count else None
+    if vanished is not None:
+        log.warning("warning: the mask is empty from frame %d to the end (%d of %d frames): the "
+                    "object was lost; a model of your own may need more training (colortrack "
+                    "train reports its score on the demo clip)", vanished, count - vanished, count)
+    return TrackSummary(Path(out_dir), count, time.perf_counter() - started, vanished)
 
 
 def track_points_to_dir(

@@ -212,7 +212,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     print(analyze(args.root, [args.predictions, *(args.compare or [])], args.out,
                   model=args.model, colorize=not args.no_colorize, overwrite=args.overwrite,
-                  keypoints=args.keypoints, badja_root=args.badja_root))
+                  keypoints=args.keypoints, badja_root=args.badja_root, progress=not args.quiet))
     print(f"wrote {Path(args.out) / 'report.html'}")
     return 0
 

@@ -9,14 +9,19 @@ as Vondrick et al. showed. Plots need matplotlib (pip install 'colortrack[plots]
 from __future__ import annotations
 
 import base64
+import collections
 import html
 import io
+import itertools
 import logging
 import os
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from colortrack.data.annotations import read_mask
 from colortrack.data.davis import DavisDataset, evaluate_davis
@@ -93,35 +98,66 @@ def by_attribute(methods: list[MethodScores], attributes: dict[str, list[str]]
 
 
 def colorization_accuracy(root: str | Path, sequence: str, model: str | Path | None = None,
-                          frames: int | None = None) -> float:
-    """How well the model colorizes a video from its first frame: frame 0's 16 color classes
+                          frames: int | None = None, bar: tqdm | None = None) -> float:
+    """How well the model colorizes a video from its first frame: frame 0's color classes
     copied frame by frame with the tracking protocol (first frame + recent predictions, top-k,
-    radius), the share of pixels of frames 1.. whose most likely class is their true one."""
+    radius), the share of frames 1..'s feature cells whose most likely class is their true one.
+
+    The classes are those training predicts, of each 8x8 cell's mean ab, and the copy stays on
+    the encoder's grid: tracking's fast path without the upsampling to full frames."""
     import torch
     import torch.nn.functional as F
 
     from colortrack.color import quantize
     from colortrack.model.checkpoint import load_model
-    from colortrack.model.features import fast_lab
+    from colortrack.model.features import fast_lab, pad_to_stride
     from colortrack.track.propagator import LearnedPropagator
 
     encoder, centroids, _ = load_model(model)
     paths = DavisDataset(root, sequences=[sequence]).frame_paths(sequence)[:frames]
 
-    def classes(frame: np.ndarray) -> np.ndarray:
-        return quantize(fast_lab(frame)[None, 1:], centroids)[0].numpy()
+    def classes(frame: np.ndarray) -> torch.Tensor:  # (h, w) on the encoder's grid
+        ab = pad_to_stride(fast_lab(frame)[None, 1:], encoder.stride)
+        return quantize(F.avg_pool2d(ab, encoder.stride), centroids)[0]
+
+    truths: collections.deque[torch.Tensor] = collections.deque()
+
+    def reading() -> Iterator[np.ndarray]:  # the truth of each frame as the copy reads it
+        for path in paths[1:]:
+            frame = read_image(path)
+            truths.append(classes(frame))
+            yield frame
 
     first = read_image(paths[0])
-    one_hot = F.one_hot(torch.from_numpy(classes(first)), len(centroids))
-    labels = one_hot.permute(2, 0, 1).float().numpy()
-    propagator = LearnedPropagator(encoder)
+    cells = F.one_hot(classes(first), len(centroids)).permute(2, 0, 1).float()
     right = total = 0
-    run = propagator.propagate((read_image(p) for p in paths), labels)
-    for path, soft in zip(paths[1:], run, strict=True):
-        truth = classes(read_image(path))
-        right += int((soft.argmax(0) == truth).sum())
-        total += truth.size
+    run = LearnedPropagator(encoder).propagate_cells(itertools.chain([first], reading()), cells)
+    for soft in run:
+        truth = truths.popleft()
+        right += int((soft.argmax(0).cpu() == truth).sum())
+        total += truth.numel()
+        if bar is not None:
+            bar.update()
     return 100 * right / max(total, 1)
+
+
+def colorize_all(root: str | Path, sequences: list[str], model: str | Path | None,
+                 progress: bool = True) -> dict[str, float]:
+    """`colorization_accuracy` of every sequence, announced with a time estimate (from a few
+    frames of the first) and shown with a progress bar."""
+    counts = {s: len(DavisDataset(root, sequences=[s]).frame_paths(s)) - 1 for s in sequences}
+    started, probe = time.perf_counter(), 4
+    colorization_accuracy(root, sequences[0], model, frames=probe + 1)
+    each = (time.perf_counter() - started) / probe
+    total = sum(counts.values())
+    log.info("colorizing %d frames of %d sequences with the model: about %s (--no-colorize "
+             "skips it)", total, len(sequences), _duration(each * total))
+    with tqdm(total=total, unit="frame", desc="colorizing", disable=not progress) as bar:
+        return {s: colorization_accuracy(root, s, model, bar=bar) for s in sequences}
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def pck_by_distance(tracks: str | Path, badja_root: str | Path, davis_root: str | Path,
@@ -154,7 +190,7 @@ def pck_by_distance(tracks: str | Path, badja_root: str | Path, davis_root: str 
 
 
 def plot_pck(plt, curve: dict[int, float]):
-    figure, ax = plt.subplots(figsize=(4.5, 3.2))
+    figure, ax = plt.subplots(figsize=(4.5, 3.2), layout="constrained")
     ax.plot(list(curve), list(curve.values()), marker="o")
     ax.set_xlabel("frames since the annotated one")
     ax.set_ylabel("PCK@0.2")
@@ -181,8 +217,8 @@ def plot_over_time(plt, methods: list[MethodScores]):
     sequences = list(methods[0].frames)
     cols = min(5, len(sequences))
     rows = -(-len(sequences) // cols)
-    figure, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False,
-                                sharey=True)
+    figure, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows + 0.4),
+                                squeeze=False, sharey=True, layout="constrained")
     for ax, sequence in zip(axes.flat, sequences, strict=False):
         for method in methods:
             values = method.frames[sequence]
@@ -200,32 +236,49 @@ def plot_over_time(plt, methods: list[MethodScores]):
 
 def plot_attributes(plt, table: dict[str, dict[str, float]], methods: list[MethodScores]):
     names = list(table)
-    figure, ax = plt.subplots(figsize=(min(14, 2 + 0.25 * len(names) * len(methods)), 3.2))
+    figure, ax = plt.subplots(figsize=(min(14, 2 + 0.25 * len(names) * len(methods)), 3.2),
+                              layout="constrained")
     width = 0.8 / len(methods)
     for i, method in enumerate(methods):
-        ax.bar(np.arange(len(names)) + i * width, [table[a][method.name] for a in names],
-               width, label=method.name)
+        bars = ax.bar(np.arange(len(names)) + i * width, [table[a][method.name] for a in names],
+                      width, label=method.name)
+        overall = np.mean([method.mean(s) for s in method.frames])
+        ax.axhline(overall, color=bars.patches[0].get_facecolor(), linestyle="--", linewidth=1,
+                   label=f"{method.name}, all {len(method.frames)} sequences")
     ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2,
                   [f"{a}\n({int(table[a]['sequences'])})" for a in names], fontsize=8)
     ax.set_ylabel("mean J&F")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8)
-    ax.set_title("J&F by DAVIS attribute (sequences with it)", fontsize=11)
+    ax.set_title("J&F by DAVIS attribute, averaged over the sequences having it (count)",
+                 fontsize=10)
     return figure
 
 
-def plot_colorization(plt, accuracy: dict[str, float], method: MethodScores, r: float):
-    figure, ax = plt.subplots(figsize=(4.5, 3.6))
+def plot_colorization(plt, accuracy: dict[str, float], method: MethodScores, r: float | None):
+    figure, ax = plt.subplots(figsize=(4.5, 3.6), layout="constrained")
     x = [accuracy[s] for s in accuracy]
     y = [method.mean(s) for s in accuracy]
     ax.scatter(x, y)
     for s, xi, yi in zip(accuracy, x, y, strict=True):
         ax.annotate(s, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("colorization accuracy (%)")
+    ax.set_xlabel("colorization accuracy (% of feature cells)")
     ax.set_ylabel(f"J&F of {method.name}")
-    ax.set_title(f"tracking against colorization (r = {r:.2f})", fontsize=10)
+    ax.set_title("tracking against colorization" + ("" if r is None else f" (r = {r:.2f})"),
+                 fontsize=10)
     ax.grid(alpha=0.3)
     return figure
+
+
+def correlation(x: list[float], y: list[float]) -> tuple[float | None, str]:
+    """Pearson's r of two series, or None and why it is not given (too few sequences, or a
+    series that does not vary)."""
+    if len(x) < 3:
+        return None, (f"no correlation over {len(x)} sequence{'s' * (len(x) != 1)}; it needs 3 "
+                      "or more")
+    if np.std(x) == 0 or np.std(y) == 0:
+        return None, "no correlation: one of the two is the same for every sequence"
+    return float(np.corrcoef(x, y)[0, 1]), ""
 
 
 def worst_frames(root: str | Path, predictions: Path, sequence: str, values: np.ndarray,
@@ -255,7 +308,8 @@ def _report_file(name: str) -> bool:
 
 def analyze(root: str | Path, predictions: list[str | Path], out: str | Path, *,
             model: str | Path | None = None, colorize: bool = True, overwrite: bool = False,
-            keypoints: str | Path | None = None, badja_root: str | Path | None = None) -> str:
+            keypoints: str | Path | None = None, badja_root: str | Path | None = None,
+            progress: bool = True) -> str:
     """Write OUT/report.html (and its plots as PNGs beside it); return the text summary.
 
     `predictions[0]` is the method analyzed in depth (worst frames, colorization); the others
@@ -281,21 +335,21 @@ def analyze(root: str | Path, predictions: list[str | Path], out: str | Path, *,
     lines.append(f"{'mean':<20}" + "".join(
         f"{np.mean([m.mean(s) for s in sequences]):>14.1f}" for m in methods))
     if table:
+        bare = [s for s in sequences if not attributes.get(s)]
         lines += ["", f"{'attribute (sequences)':<24}" + "".join(f"{m.name:>14}" for m in methods)]
         lines += [f"{a + ' (' + str(int(v['sequences'])) + ')':<24}"
                   + "".join(f"{v[m.name]:>14.1f}" for m in methods) for a, v in table.items()]
+        lines += [f"(no attribute in db_info.yml: {', '.join(bare)})"] if bare else []
     figures = {"over_time": plot_over_time(plt, methods)}
     if table:
         figures["attributes"] = plot_attributes(plt, table, methods)
     accuracy: dict[str, float] = {}
     if colorize:
-        accuracy = {s: colorization_accuracy(root, s, model) for s in sequences}
-        x = np.array(list(accuracy.values()))
-        y = np.array([methods[0].mean(s) for s in sequences])
-        r = float(np.corrcoef(x, y)[0, 1]) if len(x) > 2 and x.std() and y.std() else float("nan")
+        accuracy = colorize_all(root, sequences, model, progress)
+        r, why = correlation(list(accuracy.values()), [methods[0].mean(s) for s in sequences])
         figures["colorization"] = plot_colorization(plt, accuracy, methods[0], r)
-        lines += ["", f"colorization accuracy against {methods[0].name}'s J&F: Pearson r = "
-                  f"{r:.2f} over {len(x)} sequences"]
+        lines += ["", f"colorization accuracy against {methods[0].name}'s J&F: " + (
+            f"Pearson r = {r:.2f} over {len(sequences)} sequences" if r is not None else why)]
         lines += [f"  {s:<18} {accuracy[s]:6.1f} %  J&F {methods[0].mean(s):5.1f}"
                   for s in sequences]
     if keypoints is not None:

@@ -142,16 +142,28 @@ class LearnedPropagator:
                              self.embeds_ahead) as embeddings:
             yield from self._copy(embeddings, first_labels, given or {})
 
-    def _copy(self, embeddings: Iterator[torch.Tensor], first_labels: np.ndarray,
-              given: Mapping[int, np.ndarray]) -> Iterator[np.ndarray]:
-        """Labels of frames 1, 2, ... copied from the context, frame by frame."""
+    @torch.inference_mode()
+    def propagate_cells(self, frames: Iterable[np.ndarray], first_cells: torch.Tensor
+                        ) -> Iterator[torch.Tensor]:
+        """`propagate` on the encoder's grid: (K, h, w) labels of frames 1, 2, ... from frame
+        0's (K, h, w), never upsampled, for measures taken per feature cell."""
+        with one_frame_ahead(self.frames.stream(frames), self.frames.device,
+                             self.embeds_ahead) as embeddings:
+            yield from self._copy(embeddings, first_cells, {}, cells=True)
+
+    def _copy(self, embeddings: Iterator[torch.Tensor], first_labels: np.ndarray | torch.Tensor,
+              given: Mapping[int, np.ndarray], cells: bool = False
+              ) -> Iterator[np.ndarray | torch.Tensor]:
+        """Labels of frames 1, 2, ... copied from the context, frame by frame (with `cells`,
+        first_labels and the results are on the feature grid)."""
         cfg, stride = self.cfg, Encoder.stride
         height, width = first_labels.shape[-2:]
         context: Context | None = None
         for index, embedding in enumerate(embeddings):
             key, query = self.key_query(embedding)
             if context is None:
-                labels = labels_to_grid(first_labels, stride, embedding.device)
+                labels = (first_labels.to(embedding.device) if cells
+                          else labels_to_grid(first_labels, stride, embedding.device))
                 context = Context(key, labels, recent=cfg.context, radius=cfg.radius,
                                   global_first=cfg.global_first, scoring=self.scoring_for(key),
                                   anchors=len(given), int8_in_float=self.int8_in_float,
@@ -163,6 +175,9 @@ class LearnedPropagator:
                 with stage("copy"):
                     grid = propagate(query, context, temperature=cfg.temperature, topk=cfg.topk)
                     context.append(key, grid)
+                if cells:
+                    yield grid
+                    continue
                 with stage("upsample"):
                     labels = grid_to_labels(grid, stride, height, width)
                 yield labels

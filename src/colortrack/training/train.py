@@ -35,8 +35,8 @@ from colortrack.config import ModelConfig, TrainConfig, from_dict, override, pre
 from colortrack.data.files import atomic_path
 from colortrack.data.outputs import locked
 from colortrack.errors import ColortrackError, Terminated, UsageError
-from colortrack.eval.analysis import plot_training
 from colortrack.eval.demo_clip import DemoClip, DemoScore
+from colortrack.eval.plots import plot_training
 from colortrack.model.checkpoint import Checkpoints, load_model, load_optimizer, read_state
 from colortrack.model.device import torch_device
 from colortrack.model.network import Encoder, colorization_loss

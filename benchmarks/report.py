@@ -284,7 +284,8 @@ upsampling, the same in both, weigh more.
 {paper_run}
 
 The same DAVIS sequences scored on the GPU (on 2 CPU cores, in the DAVIS table above:
-{on_cpu}):
+{on_cpu}; this log's table is from a version that printed scores as fractions, 0-1, where
+`bench davis` now prints percent like the rest):
 
 {block("davis")}
 {recheck(folder)}"""

@@ -38,7 +38,10 @@ def test_report_is_written_whole_and_offline(predictions, tmp_path):
     root, exact, lossy = predictions
     text = analyze(root, [lossy, exact], tmp_path / "report")
     html = (tmp_path / "report" / "report.html").read_text()
-    assert "Pearson r" in text and re.search(r"mean\s+75\.0\s+100\.0", text)
+    assert re.search(r"mean\s+75\.0\s+100\.0", text)
+    assert "no correlation over 2 sequences; it needs 3 or more" in text
+    words = re.sub(r"base64,[^\"]+", "", html)  # the page without its images
+    assert "nan" not in text.lower() and "nan" not in words.lower()
     assert html.count("data:image/png;base64") == 3  # over time, attributes, colorization
     assert html.count("data:image/jpeg;base64") == 6  # 3 worst frames of each sequence
     assert "http" not in html.replace("http-equiv", "")  # nothing fetched when opened
@@ -46,6 +49,15 @@ def test_report_is_written_whole_and_offline(predictions, tmp_path):
         "report.html", "over_time.png", "attributes.png", "colorization.png", MANIFEST}
     assert main(["analyze", str(lossy), "--root", str(root), "--out",
                  str(tmp_path / "report"), "--no-colorize"]) == 1  # not over it unasked
+
+
+def test_correlation_needs_three_sequences_that_vary():
+    from colortrack.eval.analysis import correlation
+
+    assert correlation([1, 2, 3], [2, 4, 7])[0] == pytest.approx(0.9934, abs=1e-4)
+    assert correlation([1, 2], [2, 4]) == (None, "no correlation over 2 sequences; it needs 3 "
+                                                 "or more")
+    assert correlation([1, 1, 1], [2, 4, 7])[0] is None
 
 
 def test_colorization_accuracy_is_a_percentage(predictions):

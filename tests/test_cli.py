@@ -140,6 +140,8 @@ def test_bench_davis_identity(capsys, davis: Path, tmp_path: Path) -> None:
     scores = json.loads(report.read_text())
     assert scores["method"] == "identity" and set(scores["seconds"]) == {"seqa"}
     assert 0.0 < scores["J&F"] < 100.0
+    shown = next(line.split() for line in stdout.splitlines() if line.startswith("Global"))
+    assert shown[1:4] == [f"{scores[k]:.1f}" for k in ("J&F", "J", "J-Recall")]  # one scale
     assert (
         run(capsys, "bench", "davis", "--root", davis, "--out", out, "--method", "identity")[0] == 1
     )

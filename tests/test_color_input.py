@@ -142,11 +142,11 @@ def test_a_lab_model_started_from_a_gray_one_embeds_exactly_as_it(tmp_path):
 
 def test_color_training_runs_from_a_gray_model_and_the_result_tracks(videos, tmp_path):
     gray = run([videos], preset="cpu", out=tmp_path / "gray", steps=3, progress=False,
-               overrides=TINY)
+               overrides=TINY).out
     color = run([videos], preset="cpu", out=tmp_path / "color", steps=6, progress=False,
                 overrides=[*TINY, "input=Lab", f"init={gray / 'model.safetensors'}",
                            "normalize=true", "temperature=0.05", "radius=3",
-                           "full_res_loss=true", "holdout=texture1"])
+                           "full_res_loss=true", "holdout=texture1"]).out
     assert np.isfinite([float(r["loss"]) for r in rows(color)]).all()
     encoder, centroids, _ = load_model(color / "model.safetensors")
     assert encoder.cfg.input == "Lab"

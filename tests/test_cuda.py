@@ -86,7 +86,7 @@ def test_cli_track_colorize_embed_on_cuda(moving_video, tmp_path):
 
 def test_training_on_cuda_then_resuming_on_the_cpu(videos, tmp_path):
     out = run([videos], preset="cpu", out=tmp_path / "run", steps=6, progress=False,
-              overrides=TINY, device="cuda")
+              overrides=TINY, device="cuda").out
     encoder, _, _ = load_model(out / "model.safetensors")
     assert next(encoder.parameters()).device.type == "cpu"
     run([videos], preset="cpu", out=out, steps=9, resume=True, progress=False)

@@ -117,8 +117,9 @@ def test_ground_truth_scores_100(davis: Path, tmp_path: Path) -> None:
     assert result["sequences"]["multi"] == pytest.approx({"J": 100.0, "F": 100.0, "J&F": 100.0})
     table = report.format_table().splitlines()
     assert table[0].split() == ["Sequence", *GLOBAL_COLUMNS]
-    assert [line.split()[0] for line in table[1:]] == ["Global", "single", "multi_1", "multi_2"]
-    assert table[1].split()[1:] == ["1.000", "1.000", "1.000", "0.000", "1.000", "1.000", "0.000"]
+    assert [line.split()[0] for line in table[1:-1]] == ["Global", "single", "multi_1", "multi_2"]
+    assert table[1].split()[1:] == ["100.0", "100.0", "100.0", "0.0", "100.0", "100.0", "0.0"]
+    assert table[-1].startswith("(percent, 0-100")
 
 
 def lose_object_2(ids: np.ndarray) -> np.ndarray:

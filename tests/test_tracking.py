@@ -150,6 +150,31 @@ def test_track_to_dir_writes_and_protects_outputs(tmp_path: Path) -> None:
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [MANIFEST]
 
 
+class LosesTheObject:
+    """A tracker that keeps frame 0's labels for one frame, then sees only background."""
+
+    name = "loses-the-object"
+
+    def propagate(self, frames, first_labels, given=None):
+        lost = np.zeros_like(first_labels)
+        lost[0] = 1
+        for index, _ in enumerate(frames):
+            if index:
+                yield first_labels if index == 1 else lost
+
+
+def test_a_mask_that_vanishes_gets_a_warning(tmp_path: Path, caplog) -> None:
+    lost = track_to_dir(Tracker(LosesTheObject()), video(), first_mask(), tmp_path / "a",
+                        progress=False)
+    assert lost.vanished == 2
+    assert f"warning: the mask is empty from frame 2 to the end ({N - 2} of {N} frames)" in (
+        caplog.text)
+    caplog.clear()
+    kept = track_to_dir(Tracker.from_pretrained(method="identity"), video(), first_mask(),
+                        tmp_path / "b", progress=False)
+    assert kept.vanished is None and "warning" not in caplog.text
+
+
 def test_import_colortrack_is_light() -> None:
     code = "import sys, colortrack; print('numpy' in sys.modules, 'torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

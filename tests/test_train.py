@@ -11,11 +11,13 @@ import pytest
 
 from colortrack.cli import main
 from colortrack.errors import UsageError
+from colortrack.eval.demo_clip import DemoScore
+from colortrack.training.report import TrainSummary
 from colortrack.training.train import run
 
 TINY = ["size=64", "batch=4", "workers=0", "cache_short_side=64", "kmeans_pixels=3000",
         "log_every=1", "checkpoint_every=3", "preview_every=5", "max_gap=1", "val_clips=8",
-        "val_every=5", "scale=0.6,1.0"]
+        "val_every=5", "scale=0.6,1.0", "demo_frames=0"]
 FAST = [*TINY, "kmeans_pixels=256"]  # k-means on few pixels: the slow part of a tiny run
 
 
@@ -35,7 +37,7 @@ def rows(run_dir):
 
 def test_learns_to_colorize_better_than_the_color_prior(videos, tmp_path):
     out = run([videos], preset="cpu", out=tmp_path / "run", steps=40, progress=False,
-              overrides=[*TINY, "lr=3e-3", "holdout=texture1"])
+              overrides=[*TINY, "lr=3e-3", "holdout=texture1"]).out
     first, last = rows(out)[4], rows(out)[-1]
     assert float(last["val_loss"]) < 0.8 * float(last["prior_loss"])
     assert float(last["val_loss"]) < float(first["val_loss"])
@@ -44,11 +46,32 @@ def test_learns_to_colorize_better_than_the_color_prior(videos, tmp_path):
     assert (out / "metrics.png").stat().st_size > 10_000  # the curves, refreshed at each log
 
 
+def test_a_run_ends_with_its_demo_clip_score_and_how_to_use_the_model(videos, tmp_path, capsys):
+    out = tmp_path / "run"
+    settings = sum((["--set", s] for s in [*FAST, "demo_frames=4"]), [])
+    assert main(["-q", "train", str(videos), "--out", str(out), "--steps", "3", *settings]) == 0
+    shown = capsys.readouterr().out
+    assert f"trained 3 steps into {out}" in shown and "final training loss" in shown
+    assert "demo clip J&F" in shown and "copying the first mask" in shown
+    assert f"colortrack track VIDEO --mask FIRST.png --out RESULT --model {out}" in shown
+    assert list((out / "previews").glob("*.png"))  # the first checkpoint's, before preview_every
+
+
+def test_a_model_that_does_not_beat_copying_the_first_mask_gets_a_warning(tmp_path):
+    def summary(model: float) -> str:
+        return TrainSummary(tmp_path, 30, 95.0, 0.2, 1.06, None, DemoScore(model, 31.8)).text()
+
+    warned = [line for line in summary(21.9).splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and "more steps" in warned[0] and "0.2 minutes" in warned[0]
+    assert "warning" not in summary(88.2)
+    assert "1 min 35 s" in summary(88.2)
+
+
 def test_resume_continues_exactly(videos, tmp_path):
     straight = run([videos], preset="cpu", out=tmp_path / "a", steps=6, progress=False,
-                   overrides=TINY)
+                   overrides=TINY).out
     stopped = run([videos], preset="cpu", out=tmp_path / "b", steps=3, progress=False,
-                  overrides=TINY)
+                  overrides=TINY).out
     with pytest.raises(UsageError, match="--resume"):
         run([videos], preset="cpu", out=stopped, steps=6, progress=False, overrides=TINY)
     run([videos], preset="cpu", out=stopped, steps=6, resume=True, progress=False)

@@ -178,7 +178,7 @@ def cmd_bench_jhmdb(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from colortrack.training.train import run
 
-    out = run(
+    summary = run(
         args.videos,
         preset=args.preset,
         out=args.out,
@@ -191,7 +191,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
     )
-    print(f"training run in {out}")
+    print(summary.text())
     return 0
 
 
@@ -231,7 +231,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     print(analyze(args.root, [args.predictions, *(args.compare or [])], args.out,
                   model=args.model, colorize=not args.no_colorize, overwrite=args.overwrite,
-                  keypoints=args.keypoints, badja_root=args.badja_root))
+                  keypoints=args.keypoints, badja_root=args.badja_root, progress=not args.quiet))
     print(f"wrote {Path(args.out) / 'report.html'}")
     return 0
 

@@ -97,6 +97,8 @@ class TrainConfig:
     holdout: tuple[str, ...] = setting((), "video names (stem or file) kept out for validation")
     val_clips: int = setting(64, "validation clips")
     val_every: int = setting(250, "steps between validations")
+    demo_frames: int = setting(30, "frames of the bundled demo clip each checkpoint tracks, to "
+                               "score the model against copying the first mask; 0 = off")
     tensorboard: bool = setting(False, "also log to RUN/tensorboard (extra: tensorboard)")
 
     def __post_init__(self) -> None:
@@ -124,6 +126,8 @@ class TrainConfig:
             ("workers", self.workers >= 0, ">= 0"),
             ("kmeans_pixels", self.kmeans_pixels >= 1, ">= 1"),
             ("val_clips", self.val_clips >= 1, ">= 1"),
+            ("demo_frames", self.demo_frames == 0 or self.demo_frames >= 3,
+             "0 (off) or >= 3, as J&F scores frames 1 to T-2"),
             *((k, getattr(self, k) >= 1, ">= 1")
               for k in ("log_every", "val_every", "checkpoint_every", "preview_every")),
         ]

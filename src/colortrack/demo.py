@@ -6,33 +6,15 @@ inside the package.
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
-import numpy as np
-
-from colortrack.data.annotations import read_mask
 from colortrack.data.outputs import output_folder
 from colortrack.data.video import VideoReader
-from colortrack.eval.metrics import evaluate_sequence
+from colortrack.eval.demo_clip import demo_clip, score
 from colortrack.track.tracking import Tracker, track_to_dir
 from colortrack.track.visualize import write_gif
 
 METHODS = ("model+pixels", "model", "flow", "identity")  # the default tracker first
-
-
-def demo_clip() -> tuple[Path, list[Path]]:
-    """The bundled clip and its ground-truth masks, one per frame."""
-    folder = Path(str(resources.files("colortrack") / "assets" / "demo"))
-    return folder / "dog.mp4", sorted((folder / "masks").glob("*.png"))
-
-
-def score(predictions: Path, truth: list[Path]) -> tuple[float, float]:
-    """Mean J and F (percent) of the predicted PNGs against the ground truth (DAVIS protocol)."""
-    gt = np.stack([read_mask(p) for p in truth])
-    pred = np.stack([read_mask(predictions / p.name) for p in truth])
-    scores = evaluate_sequence(gt, pred)
-    return 100 * float(np.mean(scores.j)), 100 * float(np.mean(scores.f))
 
 
 def run_demo(out: str | Path = "colortrack-demo", *, overwrite: bool = False,

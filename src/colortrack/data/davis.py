@@ -167,13 +167,15 @@ class DavisReport:
         return {name: float(v) for name, v in zip(GLOBAL_COLUMNS, values, strict=True)}
 
     def format_table(self) -> str:
-        """A text table: the global row, then one row per object, values as fractions (official)."""
+        """A text table: the global row, then one row per object, in percent as the JSON, `demo`
+        and `analyze` give scores (the official code prints the same numbers as fractions)."""
         rows = [("Global", *self.global_scores().values())]
         rows += [(o.name, (o.j[0] + o.f[0]) / 2, *o.j, *o.f) for o in self.objects]
         width = max(len("Sequence"), *(len(row[0]) for row in rows))
         lines = [f"{'Sequence':<{width}}" + "".join(f"  {c:>8}" for c in GLOBAL_COLUMNS)]
         for name, *values in rows:
-            lines.append(f"{name:<{width}}" + "".join(f"  {v:>8.3f}" for v in values))
+            lines.append(f"{name:<{width}}" + "".join(f"  {100 * v:>8.1f}" for v in values))
+        lines.append("(percent, 0-100; the official DAVIS toolkit prints these as 0-1)")
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:

@@ -8,15 +8,18 @@ as Vondrick et al. showed. Plots need matplotlib (pip install 'colortrack[plots]
 
 from __future__ import annotations
 
-import base64
+import collections
 import html
-import io
+import itertools
 import logging
 import os
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from colortrack.data.annotations import read_mask
 from colortrack.data.davis import DavisDataset, evaluate_davis
@@ -24,20 +27,18 @@ from colortrack.data.outputs import output_folder
 from colortrack.data.video import read_image
 from colortrack.errors import ColortrackError, UsageError
 from colortrack.eval.metrics import VOID_ID
+from colortrack.eval.plots import (
+    img_tag,
+    plot_attributes,
+    plot_colorization,
+    plot_over_time,
+    plot_pck,
+    png_of,
+    pyplot,
+)
 from colortrack.track.visualize import overlay_mask
 
 log = logging.getLogger(__name__)
-
-
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UsageError("plots need matplotlib: pip install 'colortrack[plots]'") from None
-    return plt
 
 
 @dataclass(frozen=True)
@@ -93,35 +94,67 @@ def by_attribute(methods: list[MethodScores], attributes: dict[str, list[str]]
 
 
 def colorization_accuracy(root: str | Path, sequence: str, model: str | Path | None = None,
-                          frames: int | None = None) -> float:
-    """How well the model colorizes a video from its first frame: frame 0's 16 color classes
+                          frames: int | None = None, bar: tqdm | None = None) -> float:
+    """How well the model colorizes a video from its first frame: frame 0's color classes
     copied frame by frame with the tracking protocol (first frame + recent predictions, top-k,
-    radius), the share of pixels of frames 1.. whose most likely class is their true one."""
+    radius), the share of frames 1..'s feature cells whose most likely class is their true one.
+
+    The classes are those training predicts, of each 8x8 cell's mean ab, and the copy stays on
+    the encoder's grid: tracking's fast path without the upsampling to full frames."""
     import torch
     import torch.nn.functional as F
 
     from colortrack.color import quantize
     from colortrack.model.checkpoint import load_model
-    from colortrack.model.features import fast_lab
+    from colortrack.model.features import fast_lab, pad_to_stride
     from colortrack.track.propagator import LearnedPropagator
 
     encoder, centroids, _ = load_model(model)
     paths = DavisDataset(root, sequences=[sequence]).frame_paths(sequence)[:frames]
 
-    def classes(frame: np.ndarray) -> np.ndarray:
-        return quantize(fast_lab(frame)[None, 1:], centroids)[0].numpy()
+    def classes(frame: np.ndarray) -> torch.Tensor:  # (h, w) on the encoder's grid
+        ab = pad_to_stride(fast_lab(frame)[None, 1:], encoder.stride)
+        return quantize(F.avg_pool2d(ab, encoder.stride), centroids)[0]
+
+    truths: collections.deque[torch.Tensor] = collections.deque()
+
+    def reading() -> Iterator[np.ndarray]:  # the truth of each frame as the copy reads it
+        for path in paths[1:]:
+            frame = read_image(path)
+            truths.append(classes(frame))
+            yield frame
 
     first = read_image(paths[0])
-    one_hot = F.one_hot(torch.from_numpy(classes(first)), len(centroids))
-    labels = one_hot.permute(2, 0, 1).float().numpy()
-    propagator = LearnedPropagator(encoder)
+    cells = F.one_hot(classes(first), len(centroids)).permute(2, 0, 1).float()
     right = total = 0
-    run = propagator.propagate((read_image(p) for p in paths), labels)
-    for path, soft in zip(paths[1:], run, strict=True):
-        truth = classes(read_image(path))
-        right += int((soft.argmax(0) == truth).sum())
-        total += truth.size
+    propagator = LearnedPropagator(encoder)
+    run = propagator.copy(propagator.features(itertools.chain([first], reading())), cells)
+    for soft in run:
+        truth = truths.popleft()
+        right += int((soft.argmax(0).cpu() == truth).sum())
+        total += truth.numel()
+        if bar is not None:
+            bar.update()
     return 100 * right / max(total, 1)
+
+
+def colorize_all(root: str | Path, sequences: list[str], model: str | Path | None,
+                 progress: bool = True) -> dict[str, float]:
+    """`colorization_accuracy` of every sequence, announced with a time estimate (from a few
+    frames of the first) and shown with a progress bar."""
+    counts = {s: len(DavisDataset(root, sequences=[s]).frame_paths(s)) - 1 for s in sequences}
+    started, probe = time.perf_counter(), 4
+    colorization_accuracy(root, sequences[0], model, frames=probe + 1)
+    each = (time.perf_counter() - started) / probe
+    total = sum(counts.values())
+    log.info("colorizing %d frames of %d sequences with the model: about %s (--no-colorize "
+             "skips it)", total, len(sequences), _duration(each * total))
+    with tqdm(total=total, unit="frame", desc="colorizing", disable=not progress) as bar:
+        return {s: colorization_accuracy(root, s, model, bar=bar) for s in sequences}
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def pck_by_distance(tracks: str | Path, badja_root: str | Path, davis_root: str | Path,
@@ -153,79 +186,15 @@ def pck_by_distance(tracks: str | Path, badja_root: str | Path, davis_root: str 
     return {d: float(np.mean(v)) for d, v in sorted(hits.items())}
 
 
-def plot_pck(plt, curve: dict[int, float]):
-    figure, ax = plt.subplots(figsize=(4.5, 3.2))
-    ax.plot(list(curve), list(curve.values()), marker="o")
-    ax.set_xlabel("frames since the annotated one")
-    ax.set_ylabel("PCK@0.2")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.set_title("keypoints: accuracy against distance", fontsize=10)
-    return figure
-
-
-def _png_of(plt, figure) -> bytes:
-    """The figure as PNG bytes, closed: written beside the report and embedded in it."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
-
-
-def _img(data: bytes, alt: str = "", kind: str = "png") -> str:
-    text = base64.b64encode(data).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/{kind};base64,{text}">'
-
-
-def plot_over_time(plt, methods: list[MethodScores]):
-    sequences = list(methods[0].frames)
-    cols = min(5, len(sequences))
-    rows = -(-len(sequences) // cols)
-    figure, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False,
-                                sharey=True)
-    for ax, sequence in zip(axes.flat, sequences, strict=False):
-        for method in methods:
-            values = method.frames[sequence]
-            ax.plot(np.arange(1, len(values) + 1), values, label=method.name, linewidth=1.2)
-        ax.set_title(sequence, fontsize=9)
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(sequences):]:
-        ax.axis("off")
-    axes[0][0].set_ylabel("J&F")
-    axes[0][0].legend(fontsize=7)
-    figure.suptitle("J&F over time (frame index)", fontsize=11)
-    return figure
-
-
-def plot_attributes(plt, table: dict[str, dict[str, float]], methods: list[MethodScores]):
-    names = list(table)
-    figure, ax = plt.subplots(figsize=(min(14, 2 + 0.25 * len(names) * len(methods)), 3.2))
-    width = 0.8 / len(methods)
-    for i, method in enumerate(methods):
-        ax.bar(np.arange(len(names)) + i * width, [table[a][method.name] for a in names],
-               width, label=method.name)
-    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2,
-                  [f"{a}\n({int(table[a]['sequences'])})" for a in names], fontsize=8)
-    ax.set_ylabel("mean J&F")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=8)
-    ax.set_title("J&F by DAVIS attribute (sequences with it)", fontsize=11)
-    return figure
-
-
-def plot_colorization(plt, accuracy: dict[str, float], method: MethodScores, r: float):
-    figure, ax = plt.subplots(figsize=(4.5, 3.6))
-    x = [accuracy[s] for s in accuracy]
-    y = [method.mean(s) for s in accuracy]
-    ax.scatter(x, y)
-    for s, xi, yi in zip(accuracy, x, y, strict=True):
-        ax.annotate(s, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("colorization accuracy (%)")
-    ax.set_ylabel(f"J&F of {method.name}")
-    ax.set_title(f"tracking against colorization (r = {r:.2f})", fontsize=10)
-    ax.grid(alpha=0.3)
-    return figure
+def correlation(x: list[float], y: list[float]) -> tuple[float | None, str]:
+    """Pearson's r of two series, or None and why it is not given (too few sequences, or a
+    series that does not vary)."""
+    if len(x) < 3:
+        return None, (f"no correlation over {len(x)} sequence{'s' * (len(x) != 1)}; it needs 3 "
+                      "or more")
+    if np.std(x) == 0 or np.std(y) == 0:
+        return None, "no correlation: one of the two is the same for every sequence"
+    return float(np.corrcoef(x, y)[0, 1]), ""
 
 
 def worst_frames(root: str | Path, predictions: Path, sequence: str, values: np.ndarray,
@@ -259,14 +228,15 @@ def _report_file(name: str) -> bool:
 
 def analyze(root: str | Path, predictions: list[str | Path], out: str | Path, *,
             model: str | Path | None = None, colorize: bool = True, overwrite: bool = False,
-            keypoints: str | Path | None = None, badja_root: str | Path | None = None) -> str:
+            keypoints: str | Path | None = None, badja_root: str | Path | None = None,
+            progress: bool = True) -> str:
     """Write OUT/report.html (and its plots as PNGs beside it); return the text summary.
 
     `predictions[0]` is the method analyzed in depth (worst frames, colorization); the others
     are compared with it. With `colorize`, the model (the shipped one by default) colorizes each
     sequence for the tracking-against-colorization plot. `keypoints` (`bench badja` tracks, with
     `badja_root`) adds PCK against the distance from the annotated frame."""
-    plt = _pyplot()
+    plt = pyplot()
     out = Path(out)
     if out.is_dir() and any(map(_report_file, os.listdir(out))) and not overwrite:
         raise ColortrackError(f"{out}: already holds a report; pass --overwrite to replace it")
@@ -285,21 +255,21 @@ def analyze(root: str | Path, predictions: list[str | Path], out: str | Path, *,
     lines.append(f"{'mean':<20}" + "".join(
         f"{np.mean([m.mean(s) for s in sequences]):>14.1f}" for m in methods))
     if table:
+        bare = [s for s in sequences if not attributes.get(s)]
         lines += ["", f"{'attribute (sequences)':<24}" + "".join(f"{m.name:>14}" for m in methods)]
         lines += [f"{a + ' (' + str(int(v['sequences'])) + ')':<24}"
                   + "".join(f"{v[m.name]:>14.1f}" for m in methods) for a, v in table.items()]
+        lines += [f"(no attribute in db_info.yml: {', '.join(bare)})"] if bare else []
     figures = {"over_time": plot_over_time(plt, methods)}
     if table:
         figures["attributes"] = plot_attributes(plt, table, methods)
     accuracy: dict[str, float] = {}
     if colorize:
-        accuracy = {s: colorization_accuracy(root, s, model) for s in sequences}
-        x = np.array(list(accuracy.values()))
-        y = np.array([methods[0].mean(s) for s in sequences])
-        r = float(np.corrcoef(x, y)[0, 1]) if len(x) > 2 and x.std() and y.std() else float("nan")
+        accuracy = colorize_all(root, sequences, model, progress)
+        r, why = correlation(list(accuracy.values()), [methods[0].mean(s) for s in sequences])
         figures["colorization"] = plot_colorization(plt, accuracy, methods[0], r)
-        lines += ["", f"colorization accuracy against {methods[0].name}'s J&F: Pearson r = "
-                  f"{r:.2f} over {len(x)} sequences"]
+        lines += ["", f"colorization accuracy against {methods[0].name}'s J&F: " + (
+            f"Pearson r = {r:.2f} over {len(sequences)} sequences" if r is not None else why)]
         lines += [f"  {s:<18} {accuracy[s]:6.1f} %  J&F {methods[0].mean(s):5.1f}"
                   for s in sequences]
     if keypoints is not None:
@@ -313,15 +283,15 @@ def analyze(root: str | Path, predictions: list[str | Path], out: str | Path, *,
         body = [f"<h1>colortrack analysis: {html.escape(methods[0].name)}</h1>",
                 f"<pre>{html.escape(chr(10).join(lines))}</pre>"]
         for name, figure in figures.items():
-            png = _png_of(plt, figure)
+            png = png_of(plt, figure)
             (stage / f"{name}.png").write_bytes(png)
-            body.append(f"<h2>{name.replace('_', ' ')}</h2>" + _img(png))
+            body.append(f"<h2>{name.replace('_', ' ')}</h2>" + img_tag(png))
         body.append(f"<h2>worst frames of {html.escape(methods[0].name)}: frame | truth | "
                     "prediction</h2>")
         for sequence in sequences:
             shots = worst_frames(root, Path(predictions[0]), sequence, methods[0].frames[sequence])
             body.append(f"<h3>{html.escape(sequence)}</h3>" + "".join(
-                f"<figure>{_img(jpeg, f'{sequence} frame {t}', 'jpeg')}<figcaption>frame {t}: "
+                f"<figure>{img_tag(jpeg, f'{sequence} frame {t}', 'jpeg')}<figcaption>frame {t}: "
                 f"J&F {methods[0].frames[sequence][t - 1]:.1f}</figcaption></figure>"
                 for t, jpeg in shots))
         page = ("<!doctype html><html><head><meta charset='utf-8'><title>colortrack analysis"
@@ -331,44 +301,3 @@ def analyze(root: str | Path, predictions: list[str | Path], out: str | Path, *,
         (stage / "report.html").write_text(page)
     return "\n".join(lines)
 
-
-def plot_training(metrics: str | Path, png: str | Path) -> bool:
-    """Loss, accuracy (training and held-out, with the color prior's) and learning rate of a
-    run's metrics.csv as a PNG, written atomically; False (nothing written) without
-    matplotlib."""
-    import csv
-
-    from colortrack.data.files import atomic_path
-
-    try:  # the object API: no pyplot state in a training process
-        from matplotlib.figure import Figure
-    except ImportError:
-        return False
-    with open(metrics) as f:
-        rows = [r for r in csv.DictReader(f) if None not in r.values()]
-    if not rows:
-        return False
-
-    def series(key: str) -> tuple[list[int], list[float]]:
-        kept = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
-        return [s for s, _ in kept], [v for _, v in kept]
-
-    figure = Figure(figsize=(13, 3.2))
-    axes = figure.subplots(1, 3)
-    for ax, (title, keys) in zip(axes, [
-            ("loss", ("loss", "val_loss", "prior_loss")),
-            ("accuracy", ("accuracy", "val_accuracy", "prior_accuracy")),
-            ("learning rate", ("lr",))], strict=True):
-        for key in keys:
-            steps, values = series(key)
-            if steps:
-                ax.plot(steps, values, label=key, linewidth=1 if key in ("loss", "accuracy")
-                        else 1.8, alpha=0.6 if key in ("loss", "accuracy") else 1.0)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[2].set_yscale("log")
-    with atomic_path(png) as tmp:
-        figure.savefig(tmp, format="png", dpi=80, bbox_inches="tight")
-    return True

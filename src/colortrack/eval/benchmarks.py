@@ -187,6 +187,7 @@ def format_pck(results: dict[str, Any], rows: str = "sequences", total: str = "M
     for name, scores in results[rows].items():
         lines.append(f"{name:<{width}}" + "".join(f"  {scores[k]:8.1f}" for k in keys))
     lines.append(f"{total:<{width}}" + "".join(f"  {results[k]:8.1f}" for k in keys))
+    lines.append("(percent, 0-100)")
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -38,6 +39,8 @@ from colortrack.track.corrections import PastEnd, two_way
 from colortrack.track.heatmaps import decode_heatmaps, heatmaps
 from colortrack.track.protocol import LabelPropagator
 from colortrack.track.visualize import draw_points, overlay_mask
+
+log = logging.getLogger(__name__)
 
 Video = str | Path | Iterable[np.ndarray]
 
@@ -304,6 +307,7 @@ class TrackSummary:
     out_dir: Path
     frames: int
     seconds: float
+    vanished: int | None = None  # the first frame of an empty tail, after a non-empty frame 0
 
 
 # The overlay is a preview written beside the masks: x264's superfast preset, tuned for zero
@@ -394,9 +398,10 @@ def track_to_dir(
     """Write OUT/<00000>.png palette masks at the input size, OUT/overlay.mp4 and
     OUT/confidence.csv (how sure the copy is of each frame: the lowest is the one to correct),
     and with `formats` OUT/coco.json and OUT/youtube-vis.json (the video called `name`, by
-    default OUT's name). `finish` writes last into the folder before it appears."""
+    default OUT's name). `finish` writes last into the folder before it appears. Warns when
+    the mask vanishes (every frame empty from some frame to the end)."""
     formats = check_formats(formats)
-    started, sure = time.perf_counter(), []
+    started, sure, last_seen = time.perf_counter(), [], 0
     recorder = None
     if {"coco", "youtube-vis"} & set(formats):
         from colortrack.data.coco import Recorder
@@ -417,11 +422,18 @@ def track_to_dir(
         for tracked in tracker.track_masks(frames, masks):
             submit(write, tracked.index, stage_dir, tracked.frame, tracked.ids, writer)
             sure.append(f"{tracked.index},{tracked.confidence:.4f}\n")
+            last_seen = tracked.index if tracked.ids.any() else last_seen
             bar.update()
         (stage_dir / "confidence.csv").write_text("frame,confidence\n" + "".join(sure))
         submit(_finish, stage_dir, recorder, formats, name or Path(out_dir).name, len(sure),
                finish)
-    return TrackSummary(Path(out_dir), len(sure), time.perf_counter() - started)
+    count = len(sure)
+    vanished = last_seen + 1 if last_seen + 1 < count else None
+    if vanished is not None:
+        log.warning("warning: the mask is empty from frame %d to the end (%d of %d frames): the "
+                    "object was lost; a model of your own may need more training (colortrack "
+                    "train reports its score on the demo clip)", vanished, count - vanished, count)
+    return TrackSummary(Path(out_dir), count, time.perf_counter() - started, vanished)
 
 
 def _finish(folder: Path, recorder: Any, formats: tuple[str, ...], name: str, frames: int,

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from colortrack.config import TrainConfig
 from colortrack.data.video import VideoReader, list_videos, probe, read_clip
@@ -38,13 +39,16 @@ def find_videos(sources: list[str | Path]) -> list[Path]:
 class ClipDataset(Dataset):
     """Item i -> uint8 tensor (refs+1, 3, size, size), RGB, one random crop shared by the clip."""
 
-    def __init__(self, videos: list[Path], cfg: TrainConfig, length: int) -> None:
+    def __init__(self, videos: list[Path], cfg: TrainConfig, length: int,
+                 progress: bool = False) -> None:
         self.cfg = cfg
         self.length = length
         self.frames: list[np.ndarray] = []  # cached clips at cfg.fps, when caching
         self.videos: list[tuple[Path, float]] = []  # (path, duration) when seeking
         errors: list[ColortrackError] = []
-        for path in videos:
+        what = "decoding videos" if cfg.cache_short_side > 0 else "reading videos"
+        for path in tqdm(videos, desc=what, unit="video", disable=not progress, leave=False,
+                         dynamic_ncols=True):
             try:
                 if cfg.cache_short_side > 0:
                     with VideoReader(path, short_side=cfg.cache_short_side, fps=cfg.fps) as video:
@@ -69,6 +73,7 @@ class ClipDataset(Dataset):
             raise ColortrackError(f"{what} for a training clip of {self.span} frames at "
                                   f"{cfg.fps:g} fps")
         self.skipped = skipped = len(errors)
+        self.seconds = sum(sizes) / cfg.fps  # of video the clips are cut from
         self.weights = np.asarray(sizes, dtype=np.float64) / sum(sizes)
         log.info("%d training videos (%d skipped), %.0f frames at %g fps",
                  len(sizes), skipped, sum(sizes), cfg.fps)

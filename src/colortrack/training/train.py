@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,13 @@ from colortrack.config import ModelConfig, TrainConfig, from_dict, override, pre
 from colortrack.data.files import atomic_path
 from colortrack.data.outputs import locked
 from colortrack.errors import ColortrackError, Terminated, UsageError
-from colortrack.eval.analysis import plot_training
+from colortrack.eval.demo_clip import DemoClip, DemoScore
+from colortrack.eval.plots import plot_training
 from colortrack.model.checkpoint import Checkpoints, load_model, load_optimizer, read_state
 from colortrack.model.device import torch_device
 from colortrack.model.network import Encoder, colorization_loss
 from colortrack.training.clips import ClipDataset, find_videos
+from colortrack.training.report import TrainSummary, checkpoint_line, score_on_demo
 from colortrack.validate import check_paths
 
 log = logging.getLogger(__name__)
@@ -73,11 +76,14 @@ def draw_hidden(count: int, drop_both: float, generator: torch.Generator) -> tor
     return torch.stack([both | ~b_only, both | b_only], 1)
 
 
-def sample_ab(dataset: ClipDataset, count: int, seed: int) -> torch.Tensor:
+def sample_ab(dataset: ClipDataset, count: int, seed: int, progress: bool = False,
+              what: str = "color clusters") -> torch.Tensor:
     """(count, 2) ab values at feature resolution from clips far beyond any training index."""
     pixels, index, total = [], 0, 0
     per_clip = max(64, count // 400)
     generator = torch.Generator().manual_seed(seed)
+    bar = tqdm(total=count, desc=what, unit="px", unit_scale=True, disable=not progress,
+               leave=False, dynamic_ncols=True)
     while total < count:
         clip = dataset[10**9 + index]
         index += 1
@@ -85,6 +91,8 @@ def sample_ab(dataset: ClipDataset, count: int, seed: int) -> torch.Tensor:
         flat = ab.permute(0, 2, 3, 1).reshape(-1, 2)
         pixels.append(flat[torch.randperm(len(flat), generator=generator)[:per_clip]])
         total += len(pixels[-1])
+        bar.update(len(pixels[-1]))
+    bar.close()
     return torch.cat(pixels)
 
 
@@ -272,8 +280,9 @@ def run_files(out: Path) -> list[str]:
 def run(videos: list[str | Path], *, preset: str | None = None, out: str | Path,
         steps: int | None = None, batch: int | None = None, lr: float | None = None,
         resume: bool = False, overwrite: bool = False, overrides: list[str] | None = None,
-        device: str = "cpu", progress: bool = True) -> Path:
-    """Train an encoder by colorization on `videos`; returns the run folder.
+        device: str = "cpu", progress: bool = True) -> TrainSummary:
+    """Train an encoder by colorization on `videos`; returns how the run ended (its folder,
+    losses and, on the process that writes it, the model's J&F on the demo clip).
 
     `preset` defaults to 'cpu' for a new run and to the run's own when resuming. A folder that
     holds anything of a run is continued (`resume`) or replaced (`overwrite`), never silently
@@ -325,9 +334,11 @@ def _existing_run(out: Path, resume: bool, overwrite: bool) -> Path | None:
 
 def _train(videos: list[str | Path], preset: str | None, out: Path, steps: int | None,
            batch: int | None, lr: float | None, resume: bool, overwrite: bool,
-           overrides: list[str] | None, device: str, progress: bool) -> Path:
+           overrides: list[str] | None, device: str, progress: bool) -> TrainSummary:
     """The three phases of a run: prepare (check, then build), loop, finish."""
-    run = _prepare(videos, preset, out, steps, batch, lr, resume, overwrite, overrides, device)
+    started = time.perf_counter()
+    run = _prepare(videos, preset, out, steps, batch, lr, resume, overwrite, overrides, device,
+                   progress)
     stop: dict[str, int | None] = {"signal": None}
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -340,7 +351,10 @@ def _train(videos: list[str | Path], preset: str | None, out: Path, steps: int |
         _finish(run, previous)
     if stop["signal"] is not None:
         raise Terminated if stop["signal"] == signal.SIGTERM else KeyboardInterrupt
-    return out
+    if run.demo is not None and run.score is None:  # a resumed run that had nothing left to do
+        run.score = score_on_demo(run.demo, run.encoder, run.dev)
+    return TrainSummary(out, run.step, time.perf_counter() - started, run.video_seconds / 60,
+                        run.loss, run.val, run.score)
 
 
 @dataclasses.dataclass
@@ -363,8 +377,14 @@ class _Run:
     val_clips: torch.Tensor | None
     checkpoints: Checkpoints
     state_doc: dict
+    video_seconds: float  # of training video
+    demo: DemoClip | None  # the clip each checkpoint is scored on (the writing process only)
     bar: tqdm | None = None  # the loop's progress bar, closed by `_finish`
     board: Any = None  # the loop's TensorBoard writer, closed by `_finish`
+    step: int = 0  # the last step done, and how it went:
+    loss: float | None = None
+    val: dict[str, float] | None = None
+    score: DemoScore | None = None
 
     def checkpoint(self, step: int) -> None:
         if self.rank == 0:
@@ -374,7 +394,7 @@ class _Run:
 
 def _prepare(videos: list[str | Path], preset: str | None, out: Path, steps: int | None,
              batch: int | None, lr: float | None, resume: bool, overwrite: bool,
-             overrides: list[str] | None, device: str) -> _Run:
+             overrides: list[str] | None, device: str, progress: bool) -> _Run:
     """Check everything, then build the model, data and optimizer; the run folder is touched
     only once all is ready."""
     checkpoints = Checkpoints(out)
@@ -398,7 +418,9 @@ def _prepare(videos: list[str | Path], preset: str | None, out: Path, steps: int
         raise UsageError(f"holdout: no training video named {', '.join(sorted(unknown))}"
                          if unknown else "holdout keeps out every video; nothing is left to train")
     # Item i of the stream is a pure function of i; the sampler picks which i each step sees.
-    dataset = ClipDataset([v for v in found if v not in held], cfg, length=10**9)
+    shown = progress and rank == 0
+    dataset = ClipDataset([v for v in found if v not in held], cfg, length=10**9,
+                          progress=shown)
     val_clips = None
     if held:
         val_set = ClipDataset(held, cfg, length=cfg.val_clips)
@@ -411,8 +433,8 @@ def _prepare(videos: list[str | Path], preset: str | None, out: Path, steps: int
     elif cfg.init:
         encoder, centroids = initial_model(cfg.init, model_cfg)
     else:
-        centroids = kmeans(sample_ab(dataset, cfg.kmeans_pixels, cfg.seed), model_cfg.num_colors,
-                           seed=cfg.seed)
+        centroids = kmeans(sample_ab(dataset, cfg.kmeans_pixels, cfg.seed, shown),
+                           model_cfg.num_colors, seed=cfg.seed)
         encoder = Encoder(model_cfg)
     if rank == 0:  # the model and data are ready: only now is the run folder touched
         out.mkdir(parents=True, exist_ok=True)
@@ -424,7 +446,8 @@ def _prepare(videos: list[str | Path], preset: str | None, out: Path, steps: int
                     path.unlink()
         checkpoints.clean()
         (out / "previews").mkdir(exist_ok=True)
-    prior = color_prior(sample_ab(dataset, cfg.kmeans_pixels, cfg.seed + 1), centroids)
+    prior = color_prior(sample_ab(dataset, cfg.kmeans_pixels, cfg.seed + 1, shown,
+                                  "color prior"), centroids)
     encoder.to(dev)
     centroids = centroids.to(dev)
     model: torch.nn.Module = encoder
@@ -443,8 +466,10 @@ def _prepare(videos: list[str | Path], preset: str | None, out: Path, steps: int
                         persistent_workers=cfg.workers > 0, pin_memory=dev.type == "cuda")
     state_doc = {"model_config": to_dict(model_cfg), "train_config": to_dict(cfg),
                  "preset": state["preset"] if state else preset or "cpu", "world": world}
+    demo = DemoClip(cfg.demo_frames) if rank == 0 and cfg.demo_frames else None
     return _Run(out, model_cfg, cfg, rank, world, dev, start, encoder, model, centroids, prior,
-                optimizer, loader, val_clips, checkpoints, state_doc)
+                optimizer, loader, val_clips, checkpoints, state_doc, dataset.seconds, demo,
+                step=start)
 
 
 def _loop(run: _Run, stop: dict[str, int | None], progress: bool) -> None:
@@ -479,7 +504,8 @@ def _loop(run: _Run, stop: dict[str, int | None], progress: bool) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        step += 1
+        step = run.step = step + 1
+        run.loss = loss.item()
         clips_seen += len(clips) * world
         run.bar.update(1)
         if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
@@ -491,8 +517,8 @@ def _loop(run: _Run, stop: dict[str, int | None], progress: bool) -> None:
                    "accuracy": f"{accuracy.item():.5f}", "lr": learning_rate(cfg, step - 1),
                    "clips_per_s": f"{rate:.2f}", "elapsed_s": f"{now - t0:.1f}"}
             if run.val_clips is not None and (step % cfg.val_every == 0 or step == cfg.steps):
-                row |= {k: f"{v:.5f}" for k, v in validate(
-                    encoder, run.val_clips, centroids, run.prior, cfg).items()}
+                run.val = validate(encoder, run.val_clips, centroids, run.prior, cfg)
+                row |= {k: f"{v:.5f}" for k, v in run.val.items()}
             metrics.write(row)
             if "val_loss" in row or step == cfg.steps:  # the curves, beside metrics.csv
                 plot_training(out / "metrics.csv", out / "metrics.png")
@@ -501,7 +527,9 @@ def _loop(run: _Run, stop: dict[str, int | None], progress: bool) -> None:
                     if key != "step":
                         board.add_scalar(key, float(value), step)
             tick, clips_seen = time.perf_counter(), 0
-        if rank == 0 and step % cfg.preview_every == 0:
+        # The first checkpoint's preview too: a short run shows what it learned.
+        first = min(cfg.checkpoint_every, cfg.steps)
+        if rank == 0 and (step % cfg.preview_every == 0 or step in (first, cfg.steps)):
             lightness = rgb_to_lab(clips[0, -1:].float() / 255)[0, :1].cpu()
             save_preview(out / "previews" / f"{step:08d}.png", lightness,
                          probs[0].detach().float().cpu(),
@@ -509,12 +537,23 @@ def _loop(run: _Run, stop: dict[str, int | None], progress: bool) -> None:
                          centroids.cpu())
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             run.checkpoint(step)
+            if run.demo is not None:
+                run.score = score_on_demo(run.demo, encoder, dev)
+                _say(run.bar, checkpoint_line(step, run.score, run.loss, run.val))
         if stop["signal"] is not None:
             if step % cfg.checkpoint_every:
                 run.checkpoint(step)
             log.warning("stopped by signal %s at step %d; resume with --resume",
                         stop["signal"], step)
             break
+
+
+def _say(bar: tqdm, line: str) -> None:
+    """An info line above the progress bar, or logged when there is none."""
+    if bar.disable:
+        log.info(line)
+    else:
+        bar.write(line, file=sys.stderr)
 
 
 def _finish(run: _Run, previous: dict) -> None:

@@ -14,6 +14,7 @@ from colortrack.data.annotations import read_mask, write_mask
 from colortrack.data.keypoints import Keypoints, write_track_json
 from colortrack.data.outputs import MANIFEST
 from colortrack.errors import ColortrackError, UsageError
+from colortrack.track.baselines import IdentityPropagator
 from colortrack.track.tracking import (
     Tracker,
     argmax_channels,
@@ -150,17 +151,16 @@ def test_track_to_dir_writes_and_protects_outputs(tmp_path: Path) -> None:
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [MANIFEST]
 
 
-class LosesTheObject:
+class LosesTheObject(IdentityPropagator):
     """A tracker that keeps frame 0's labels for one frame, then sees only background."""
 
     name = "loses-the-object"
 
-    def propagate(self, frames, first_labels, given=None):
-        lost = np.zeros_like(first_labels)
+    def copy(self, features, cells):
+        lost = np.zeros_like(cells)
         lost[0] = 1
-        for index, _ in enumerate(frames):
-            if index:
-                yield first_labels if index == 1 else lost
+        for index, _ in enumerate(super().copy(features, cells)):
+            yield cells if index == 0 else lost
 
 
 def test_a_mask_that_vanishes_gets_a_warning(tmp_path: Path, caplog) -> None:

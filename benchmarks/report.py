@@ -89,7 +89,7 @@ def bench(kind: str, method: str, data: Path, out: Path, reuse: bool,
     if not (reuse and path.is_file()):
         command = [sys.executable, "-m", "colortrack", "-q", "bench", kind,
                    *EXTRA_ARGS.get(method, ["--method", method]), *extra,
-                   "--out", str(out / f"{kind}-{method}"), "--json", str(path), "--overwrite"]
+                   "--out", str(out / f"{kind}-{method}{tag}"), "--json", str(path), "--overwrite"]
         if kind == "davis":
             command += ["--root", str(data / "davis2016-dev")]
         else:
@@ -108,7 +108,7 @@ def corrections_section(result: dict) -> str:
     """J&F after each correction, for the user who follows the tracker's confidence and for
     the oracle, overall and per sequence."""
     steps = range(CORRECTIONS + 1)
-    head = "| user | " + " | ".join(f"{k} corrections" for k in steps) + " | area |"
+    head = "| user | " + " | ".join(f"after {k}" for k in steps) + " | area |"
     rows = [head, "|---" * (len(steps) + 2) + "|"]
     for user, key in (("confidence", "corrections"), ("oracle", "corrections_oracle")):
         values = result[key]
@@ -138,7 +138,7 @@ not given (frames 1 to T-2, as the DAVIS protocol scores), the mean over sequenc
 curve's mean over 0-{CORRECTIONS} corrections.
 
 ```bash
-colortrack bench davis --root $DAVIS --sequences $DEV --out preds/corrections \
+colortrack bench davis --root $DAVIS --sequences $DEV --out preds/corrections \\
   --corrections {CORRECTIONS} --json corrections.json
 ```
 
@@ -154,7 +154,7 @@ def readme_corrections(result: dict) -> str:
     return textwrap.fill(
         f"With corrections: a simulated user who corrects, {CORRECTIONS} times, the frame the "
         f"tracker is least confident of takes it from {values[0]:.1f} to "
-        + ", ".join(f"{v:.1f}" for v in values[1:]) + " J&F on the same frames "
+        + ", ".join(f"{v:.1f}" for v in values[1:]) + " J&F over the frames not given "
         "([docs/results.md](docs/results.md#corrections)).", 99)
 
 

@@ -53,7 +53,7 @@ def served(tmp_path_factory):
     use); the page opens the URL it prints. Stopping it leaves no upload behind."""
     base, temp = tmp_path_factory.mktemp("videos"), tmp_path_factory.mktemp("temp")
     process = subprocess.Popen(
-        [sys.executable, "-m", "colortrack", "app", "--method", "model", "--port", "0"],
+        [sys.executable, "-m", "colortrack", "app", "--port", "0"],  # default method
         cwd=base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "TMPDIR": str(temp)})
     line = process.stdout.readline()
@@ -90,7 +90,7 @@ def drag_box(page, box):
 
 def test_bad_input_gets_a_message_on_the_page(page, served, tmp_path):
     assert page.url.endswith("/") and "token" not in page.url  # kept as a cookie instead
-    expect(page.locator("#method")).to_contain_text("method: model")
+    expect(page.locator("#method")).to_contain_text("method: model+pixels")
     (served[1] / "notes.txt").write_text("not a video")
     page.fill("#path", "notes.txt")
     page.click("#open")

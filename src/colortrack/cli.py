@@ -280,19 +280,22 @@ def _tracking_settings() -> str:
     return settings_help("--set KEY=VALUE, tracking settings (KEY=default)", PropagationConfig)
 
 
-def _add_method(parser: argparse.ArgumentParser) -> None:
+def _add_method(parser: argparse.ArgumentParser, writes: bool = True) -> None:
+    """--method and its settings; `writes`: the command writes outputs (--overwrite)."""
     parser.add_argument(
         "--method", choices=METHODS, default=DEFAULT_METHOD,
         help=f"propagator (default: {DEFAULT_METHOD}, the best measured; 'model' is the learned "
         "embedding alone)",
     )
-    parser.add_argument("--model", help="checkpoint for --method model (default: the shipped one)")
+    parser.add_argument("--model", help="checkpoint for --method model or model+pixels "
+                        "(default: the shipped one)")
     parser.add_argument(
         "--set", action="append", metavar="KEY=VALUE",
         help="tracking setting, e.g. topk=5 (repeatable; keys listed below)"
     )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    parser.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
+    if writes:
+        parser.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
 
 
 def _add_app(sub: Any) -> None:
@@ -304,7 +307,7 @@ def _add_app(sub: Any) -> None:
                    "machine only; any other warns, and the token is still needed)")
     p.add_argument("--max-upload-mb", type=float, default=512, metavar="MB",
                    help="largest video the page may upload (default: 512)")
-    _add_method(p)
+    _add_method(p, writes=False)  # the page asks before it replaces an export
 
 
 def _add_tracking(sub: Any) -> None:

@@ -5,6 +5,7 @@ import csv
 
 import numpy as np
 import pytest
+import torch
 
 from colortrack.cli import main
 from colortrack.config import PropagationConfig
@@ -76,9 +77,10 @@ def test_frames_spilled_to_disk_come_back_the_same():
         assert i == j and sure == sure2
         assert np.array_equal(frame, frame2) and np.array_equal(soft, soft2)
     spill = Spill(budget=0)
-    spill.append((video[0], None))
-    frame, nothing = spill[0]
+    spill.append((video[0], None, features[0]))
+    frame, nothing, tensor = spill[0]
     assert np.array_equal(frame, video[0]) and nothing is None
+    assert torch.equal(tensor, features[0]) and tensor.device == features[0].device
     spill.close()
 
 

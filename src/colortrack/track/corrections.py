@@ -120,12 +120,14 @@ def _arrays(item: Any) -> list[np.ndarray]:
 
 
 def _kinds(item: Any) -> tuple[str, ...]:
-    return tuple(type(p).__name__ for p in _parts(item))
+    """What each part was, to restore it: a tensor's device, None, or an array."""
+    return tuple(f"tensor:{p.device}" if isinstance(p, torch.Tensor) else
+                 "none" if p is None else "array" for p in _parts(item))
 
 
 def _restore(arrays: list[np.ndarray], kinds: tuple[str, ...]) -> Any:
-    parts = [torch.from_numpy(a) if k == "Tensor" else None if k == "NoneType" else a
-             for a, k in zip(arrays, kinds, strict=True)]
+    parts = [torch.from_numpy(a).to(k.split(":", 1)[1]) if k.startswith("tensor:") else
+             None if k == "none" else a for a, k in zip(arrays, kinds, strict=True)]
     return tuple(parts) if len(parts) > 1 else parts[0]
 
 

@@ -19,40 +19,33 @@ from tqdm import tqdm
 from colortrack.data.davis import DavisDataset
 from colortrack.data.video import read_image
 from colortrack.eval.metrics import VOID_ID, evaluate_sequence
-from colortrack.track.corrections import Corrections
+from colortrack.track.interactive import MaskCorrections
 from colortrack.track.protocol import LabelPropagator
-from colortrack.track.tracking import argmax_channels
 
 USERS = ("confidence", "oracle")
 
 
-def one_hot(ids: np.ndarray, objects: int) -> np.ndarray:
-    """(H, W) ids -> (objects + 1, H, W) float32, channel 0 background; void counts as it."""
-    return (ids[None] == np.arange(objects + 1)[:, None, None]).astype(np.float32)
-
-
 def simulate(propagator: LabelPropagator, frames: Sequence[np.ndarray], truth: np.ndarray,
-             corrections: int, user: str, features: list[Any] | None = None
+             corrections: int, user: str, features: Sequence[Any] | None = None
              ) -> tuple[list[dict[str, float]], list[int]]:
-    """Scores after 0, 1, ..., `corrections` corrections, and the frames the user gave.
+    """Scores after 0, 1, ..., `corrections` corrections, and the frames the user gave, with
+    the app's own `MaskCorrections` (only what a correction changes is tracked again).
 
-    `truth` is the (T, H, W) ground truth (255 = void). Each score is {"J", "F"} in percent,
-    averaged over objects, each object's over the frames scored and not given.
+    `truth` is the (T, H, W) ground truth (255 = void, given as background). Each score is
+    {"J", "F"} in percent, averaged over objects, each object's over the frames scored and not
+    given.
     """
     if user not in USERS:
         raise ValueError(f"user must be one of {USERS}, got {user!r}")
-    objects = int(truth[0][truth[0] != VOID_ID].max(initial=0))
     clean = np.where(truth == VOID_ID, 0, truth).astype(np.uint8)
-    session = Corrections(propagator, frames, features)
-    session.give(0, one_hot(clean[0], objects))
+    session = MaskCorrections(propagator, frames, features)
+    session.set_masks({0: clean[0]})
     scores, picked = [], []
     for step in range(corrections + 1):
-        for _ in session.update():
+        for _ in session.run():
             pass
-        pred = np.stack([clean[t] if t in session.given
-                         else argmax_channels(session.labels(t)) for t in range(len(frames))])
-        result = evaluate_sequence(truth, pred)
-        open_ = [t for t in range(1, len(frames) - 1) if t not in session.given]
+        result = evaluate_sequence(truth, np.stack([session.ids(t) for t in range(len(frames))]))
+        open_ = [t for t in range(1, len(frames) - 1) if t not in session.masks]
         columns = [t - 1 for t in open_]
         scores.append({"J": 100 * float(result.j[:, columns].mean(1).mean()),
                        "F": 100 * float(result.f[:, columns].mean(1).mean())})
@@ -64,7 +57,7 @@ def simulate(propagator: LabelPropagator, frames: Sequence[np.ndarray], truth: n
             pick = session.least_confident()
         assert pick is not None
         picked.append(pick)
-        session.give(pick, one_hot(clean[pick], objects))
+        session.set_masks({**session.masks, pick: clean[pick]})
     return scores, picked
 
 

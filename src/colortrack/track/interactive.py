@@ -8,6 +8,7 @@ only the frames between the changed mask's neighbouring masks.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -19,11 +20,12 @@ from colortrack.track.tracking import argmax_channels
 class MaskCorrections:
     """Object ids tracked through `frames` from the masks given so far."""
 
-    def __init__(self, propagator: LabelPropagator, frames: Sequence[np.ndarray]) -> None:
+    def __init__(self, propagator: LabelPropagator, frames: Sequence[np.ndarray],
+                 features: Sequence[Any] | None = None) -> None:
         self.propagator, self.frames = propagator, frames
         self.lookup = np.zeros(1, np.uint8)  # channel -> object id (channel 0: background)
         self.masks: dict[int, np.ndarray] = {}
-        self.session = Corrections(propagator, frames)
+        self.session = Corrections(propagator, frames, features)
 
     def set_masks(self, masks: Mapping[int, np.ndarray]) -> None:
         """The user's masks by frame (frame 0's required); only the changed ones are new."""
@@ -62,6 +64,10 @@ class MaskCorrections:
             self.session.features = features
         for index in self.session.update():
             yield index, self.ids(index), self.session.confidence[index]
+
+    def least_confident(self) -> int | None:
+        """The tracked frame the copy is least sure of: the one to correct next."""
+        return self.session.least_confident()
 
     def ids(self, index: int) -> np.ndarray:
         """A frame's object ids: the given mask, or the tracked one."""

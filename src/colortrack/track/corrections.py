@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,24 +85,31 @@ class Spill:
             self.folder = tempfile.TemporaryDirectory(prefix="colortrack-")
         path = Path(self.folder.name) / f"{len(self.items)}.npz"
         np.savez(path, *_arrays(item))
-        self.items.append((path, _kinds(item)))
+        self.items.append(_OnDisk(path, _kinds(item)))
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> Any:
         item = self.items[index]
-        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], Path):
-            path, kinds = item
-            with np.load(path, allow_pickle=False) as saved:
-                arrays = [saved[f"arr_{i}"] for i in range(len(kinds))]
-            return _restore(arrays, kinds)
-        return item
+        if not isinstance(item, _OnDisk):
+            return item
+        with np.load(item.path, allow_pickle=False) as saved:
+            arrays = [saved[f"arr_{i}"] for i in range(len(item.kinds))]
+        return _restore(arrays, item.kinds)
 
     def close(self) -> None:
         self.items.clear()
         if self.folder is not None:
             self.folder.cleanup()
+
+
+@dataclass(frozen=True)
+class _OnDisk:
+    """Where a spilled item lies, and what its parts were."""
+
+    path: Path
+    kinds: tuple[str, ...]
 
 
 def _parts(item: Any) -> list[Any]:
@@ -266,14 +274,22 @@ class Corrections:
             run is not None and len(run) >= need for run in runs) and all(
             t in self.cells for t in range(start + 1, end))
 
+    def embed(self) -> Iterator[int]:
+        """Compute the video's features unless they are known, yielding each frame's index."""
+        if self.features is not None:
+            return
+        features = Spill()
+        for index, item in enumerate(self.propagator.features(self.frames)):
+            features.append(item)
+            yield index
+        self.features = features
+
     def update(self) -> Iterator[int]:
         """Track every frame not up to date, yielding each as its labels are ready."""
         if 0 not in self.given:
             raise ValueError("frame 0's labels are required")
-        if self.features is None:
-            self.features = Spill()
-            for features in self.propagator.features(self.frames):
-                self.features.append(features)
+        for _ in self.embed():
+            pass
         points = sorted(self.given)
         for start, end in zip(points, [*points[1:], len(self.frames)], strict=True):
             if self._current(start, end):

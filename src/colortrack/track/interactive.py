@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from colortrack.track.corrections import Corrections, Spill
+from colortrack.track.corrections import Corrections
 from colortrack.track.protocol import LabelPropagator
 from colortrack.track.tracking import argmax_channels
 
@@ -56,12 +56,8 @@ class MaskCorrections:
     def run(self) -> Iterator[tuple[int, np.ndarray | None, float]]:
         """Embed the video if not yet done, yielding (index, None, 0.0) per frame, then track
         what changed, yielding (index, ids, confidence) per frame."""
-        if self.session.features is None:
-            features = Spill()
-            for index, item in enumerate(self.propagator.features(self.frames)):
-                features.append(item)
-                yield index, None, 0.0
-            self.session.features = features
+        for index in self.session.embed():
+            yield index, None, 0.0
         for index in self.session.update():
             yield index, self.ids(index), self.session.confidence[index]
 

@@ -291,9 +291,6 @@ class Session:
             self.progress.running = False
             self.activity = None
 
-    def _frames(self) -> Iterator[np.ndarray]:
-        return (self.frame(i) for i in range(len(self.frames)))
-
     def _run_masks(self, masks: dict[int, np.ndarray], _: list) -> None:
         """Propagate the user's masks through the video, both ways from each; results show as
         they come. The video's embeddings and each mask's runs are kept, so after a
@@ -315,7 +312,7 @@ class Session:
         names = tuple(f"point{i + 1}" for i in range(len(xy)))
         tracks = []
         run = Tracker(self.propagator).track_points_frames(
-            self._frames(), Keypoints(names, xy, np.ones(len(xy), bool)))
+            _Frames(self.frames), Keypoints(names, xy, np.ones(len(xy), bool)))
         for index, _frame, xy, visible in run:
             tracks.append((index, xy, visible))
             self.progress.done = index + 1
